@@ -1,0 +1,429 @@
+"""A GPT-2-style decoder whose positional encoding is a pluggable strategy.
+
+Shape legend: B batch, T sequence length (new tokens), S = offset + T keys seen so far,
+C n_embd, nh n_head, hs head size (C // nh), V vocab size.
+
+The model is nanoGPT's (pre-LayerNorm blocks, GELU MLP, tied `wte`/`lm_head`, GPT-2 init, GPT-2
+parameter names) with one difference: position enters only through `transformer.wpe`, an instance of
+a `PositionalEncoding` subclass chosen by `ModelConfig.pos_enc`. `GPT.forward` calls its three hooks
+(`embed`, `rotate`, `attn_bias`) unconditionally; each scheme overrides the ones it needs, so adding a
+scheme never touches the forward pass. Only `learned` has parameters (`transformer.wpe.weight`,
+GPT-2's name, so nanoGPT / Hugging Face GPT-2 weights map one to one).
+"""
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rope import RotaryEmbedding
+
+POS_ENCODINGS: dict[str, type["PositionalEncoding"]] = {}
+
+
+def register(name):
+    def deco(cls):
+        cls.name = name
+        POS_ENCODINGS[name] = cls
+        return cls
+
+    return deco
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model hyper-parameters. `rope_*` knobs are None unless set; setting one for another scheme is an error.
+
+    Hidden defaults, written down: rope rotates the full head (`rope_dim = head size`), base 10000,
+    half-split pairing; every scheme uses GPT-2 init; `vocab_size` is padded to a multiple of 64 inside
+    the model (faster matmuls) and logits are sliced back to `vocab_size`.
+    """
+
+    vocab_size: int = 50257
+    block_size: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+    pos_enc: str = "rope"
+    rope_base: float | None = None  # None -> 10000.0
+    rope_dim: int | None = None  # rotary features per head; None -> head size (full rotary)
+    rope_interleaved: bool | None = None  # None -> False: pairs (i, i + d/2), GPT-NeoX / HF Llama
+    rope_scaling: dict | None = None  # HF-style {"rope_type": ...}, see rope.py
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"n_embd={self.n_embd} must be divisible by n_head={self.n_head} (head size = n_embd / n_head)"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.pos_enc not in POS_ENCODINGS:
+            raise ValueError(f"pos_enc={self.pos_enc!r} is not one of {sorted(POS_ENCODINGS)}")
+        scheme = POS_ENCODINGS[self.pos_enc]
+        for knob in sorted({k for cls in POS_ENCODINGS.values() for k in cls.knobs} - set(scheme.knobs)):
+            if getattr(self, knob) is not None:
+                users = [n for n, cls in POS_ENCODINGS.items() if knob in cls.knobs]
+                raise ValueError(
+                    f"{knob}={getattr(self, knob)!r} is only used by pos_enc in {users}, "
+                    f"not by pos_enc={self.pos_enc!r}; remove it"
+                )
+        scheme.validate(self)
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return -(-self.vocab_size // 64) * 64
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- positional encodings
+
+
+class PositionalEncoding(nn.Module):
+    """Base strategy = NoPE: every hook is the identity. Subclasses override what their paper changes.
+
+    `max_len` is the longest sequence the scheme can encode (None = any length); `knobs` lists the
+    ModelConfig fields the scheme reads.
+    """
+
+    knobs: tuple[str, ...] = ()
+    max_len: int | None = None
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+
+    @classmethod
+    def validate(cls, config: ModelConfig) -> None:
+        """Raise ValueError for config values this scheme cannot use."""
+
+    def embed(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+        """x: token embeddings (B, T, C) of positions offset..offset+T-1 -> input of the first block."""
+        return x
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """q, k: (B, nh, T, hs) at positions offset..offset+T-1 -> the same, position-encoded."""
+        return q, k
+
+    def attn_bias(self, q_len: int, k_len: int, device: torch.device) -> torch.Tensor | None:
+        """Mask for queries at positions k_len-q_len..k_len-1 over keys 0..k_len-1, broadcastable to
+        (B, nh, q_len, k_len): bool (True = attend) or float (added to the scores, causal -inf folded in).
+        None means plain causal attention (q_len == k_len), which lets SDPA use its fastest kernels."""
+        if q_len == k_len:
+            return None
+        return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)
+
+
+@register("none")
+class NoPE(PositionalEncoding):
+    """NoPE: causal attention alone carries position (Kazemnejad et al. 2023)."""
+
+
+@register("learned")
+class LearnedPositions(PositionalEncoding):
+    """GPT-2's absolute table: `weight` (block_size, C) added to the token embeddings. Cannot go past block_size."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self.max_len = config.block_size
+        self.weight = nn.Parameter(torch.empty(config.block_size, config.n_embd))
+        nn.init.normal_(self.weight, mean=0.0, std=0.02)
+
+    def embed(self, x, offset):
+        T = x.size(1)
+        if offset + T > self.max_len:
+            raise ValueError(
+                f"pos_enc='learned' has {self.max_len} position rows (block_size) but positions up to "
+                f"{offset + T - 1} were asked for; use a relative scheme (rope, alibi, none) to go longer"
+            )
+        return x + self.weight[offset : offset + T]  # (B, T, C) + (T, C)
+
+
+@register("sinusoidal")
+class SinusoidalPositions(PositionalEncoding):
+    """Fixed absolute encoding of Vaswani et al. (2017, §3.5): PE[p, 2i] = sin(p / 10000^(2i/C)),
+    PE[p, 2i+1] = cos(p / 10000^(2i/C)), added to the token embeddings. No parameters; any length.
+
+    The table is scaled so its RMS equals the token embeddings' init std (0.02): Vaswani et al. keep
+    the two on a par by scaling token embeddings up by sqrt(C); with GPT-2 init we scale PE down instead,
+    otherwise position would drown the tokens at init.
+    """
+
+    scale = 0.02 * math.sqrt(2.0)  # RMS of sin/cos is 1/sqrt(2)
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self.n_embd = config.n_embd
+        self.register_buffer("pe", self._table(config.block_size), persistent=False)
+
+    def _table(self, n: int, device=None) -> torch.Tensor:
+        pos = torch.arange(n, dtype=torch.float32, device=device)[:, None]  # (n, 1)
+        inv_freq = 10000.0 ** (-torch.arange(0, self.n_embd, 2, dtype=torch.float32, device=device) / self.n_embd)
+        angles = pos * inv_freq  # (n, ceil(C/2))
+        pe = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1)[:, : self.n_embd]  # (n, C)
+        return self.scale * pe
+
+    def embed(self, x, offset):
+        T = x.size(1)
+        if offset + T > self.pe.size(0):  # grow for evaluation past the training length
+            self.pe = self._table(max(offset + T, 2 * self.pe.size(0)), device=self.pe.device)
+        return x + self.pe[offset : offset + T]
+
+
+@register("rope")
+class Rotary(PositionalEncoding):
+    """RoPE (Su et al. 2021) on q and k in every layer; see rope.py for the convention."""
+
+    knobs = ("rope_base", "rope_dim", "rope_interleaved", "rope_scaling")
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self.rotary = self._rotary(config, config.block_size)
+
+    @staticmethod
+    def _rotary(config: ModelConfig, max_seq_len: int) -> RotaryEmbedding:
+        return RotaryEmbedding(
+            config.head_size,
+            base=10000.0 if config.rope_base is None else config.rope_base,
+            rotary_dim=config.rope_dim,
+            interleaved=bool(config.rope_interleaved),
+            scaling=config.rope_scaling,
+            max_seq_len=max_seq_len,
+        )
+
+    @classmethod
+    def validate(cls, config):
+        if config.head_size % 2:
+            raise ValueError(
+                f"pos_enc='rope' needs an even head size, got n_embd / n_head = {config.n_embd} / "
+                f"{config.n_head} = {config.head_size}"
+            )
+        cls._rotary(config, max_seq_len=1)  # rope.py names any bad rope_* value
+
+    def rotate(self, q, k, offset):
+        return self.rotary(q, offset), self.rotary(k, offset)
+
+
+def alibi_slopes(n_head: int) -> torch.Tensor:
+    """Head slopes of Press et al. (2022): geometric from 2^(-8/n); for n not a power of two, the slopes
+    of the nearest lower power of two followed by every other slope of the next power (paper's code)."""
+
+    def geometric(n):
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    p = 2 ** math.floor(math.log2(n_head))
+    slopes = geometric(p) + geometric(2 * p)[0::2][: n_head - p]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+@register("alibi")
+class ALiBi(PositionalEncoding):
+    """ALiBi (Press et al. 2022): score(i, j) -= slope_h * (i - j); no embedding, any length.
+    The float bias disables SDPA's flash kernel (it only takes is_causal), so ALiBi is slower on GPU."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self.register_buffer("slopes", alibi_slopes(config.n_head), persistent=False)
+
+    def attn_bias(self, q_len, k_len, device):
+        q_pos = torch.arange(k_len - q_len, k_len, device=device)
+        dist = q_pos[:, None] - torch.arange(k_len, device=device)  # (q_len, k_len), i - j
+        bias = -self.slopes[:, None, None] * dist  # (nh, q_len, k_len)
+        return bias.masked_fill(dist < 0, float("-inf"))
+
+
+# ----------------------------------------------------------------------------- transformer
+
+
+class KVCache:
+    """Keys and values of past positions for incremental decoding, allocated on first use.
+
+    `k`, `v`: (n_layer, B, nh, max_len, hs); `pos`: how many positions are filled (the next offset).
+    Keys are stored already rotated, so RoPE needs no re-rotation.
+    """
+
+    def __init__(self, n_layer: int, max_len: int):
+        self.n_layer, self.max_len, self.pos = n_layer, max_len, 0
+        self.k = self.v = None
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, nh, T, hs) at positions pos..pos+T-1 of `layer`; return all keys/values (B, nh, S, hs)."""
+        if self.k is None:
+            shape = (self.n_layer, *k.shape[:2], self.max_len, k.size(3))
+            self.k = torch.empty(shape, dtype=k.dtype, device=k.device)
+            self.v = torch.empty(shape, dtype=v.dtype, device=v.device)
+        end = self.pos + k.size(2)
+        if end > self.max_len:
+            raise ValueError(f"KVCache holds {self.max_len} positions, {end} were asked for")
+        self.k[layer, :, :, self.pos : end] = k
+        self.v[layer, :, :, self.pos : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, pe: PositionalEncoding, bias, offset: int, cache: KVCache | None, layer: int):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        q, k = pe.rotate(q, k, offset)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, nh, S, hs)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0, is_causal=bias is None
+        )  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()  # exact erf GELU, as nanoGPT (HF GPT-2's default is the tanh approximation)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, pe, bias, offset, cache, layer):
+        x = x + self.attn(self.ln_1(x), pe, bias, offset, cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
+                wpe=POS_ENCODINGS[config.pos_enc](config),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying (Press & Wolf 2017)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 * n_layer)
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; `non_embedding` leaves out wte (tied with lm_head) and position parameters."""
+        n = sum(p.numel() for p in self.parameters())  # the tied weight is counted once
+        if non_embedding:
+            n -= self.transformer.wte.weight.numel()
+            n -= sum(p.numel() for p in self.transformer.wpe.parameters())
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward): 6 per matmul weight, lm_head included,
+        plus attention scores and values, 12 * n_layer * C * T (PaLM, Chowdhery et al. 2022, app. B)."""
+        cfg = self.config
+        T = cfg.block_size if seq_len is None else seq_len
+        matmul_params = self.num_params(non_embedding=True) + self.lm_head.weight.numel()
+        return 6.0 * matmul_params + 12.0 * cfg.n_layer * cfg.n_embd * T
+
+    def forward(self, idx, targets=None, cache: KVCache | None = None):
+        """idx (B, T) -> (logits, loss). With targets (B, T) (-1 = ignore): logits (B, T, V) and mean
+        cross-entropy; without: logits (B, 1, V) of the last position only, loss None. With a cache,
+        idx continues the cached positions."""
+        T = idx.size(1)
+        offset = 0 if cache is None else cache.pos
+        pe = self.transformer.wpe
+        x = self.transformer.drop(pe.embed(self.transformer.wte(idx), offset))  # (B, T, C)
+        bias = pe.attn_bias(T, offset + T, idx.device)  # None or broadcastable to (B, nh, T, S)
+        if bias is not None and bias.is_floating_point() and torch.is_autocast_enabled(idx.device.type):
+            bias = bias.to(torch.get_autocast_dtype(idx.device.type))  # SDPA wants the query's dtype
+        for layer, block in enumerate(self.transformer.h):
+            x = block(x, pe, bias, offset, cache, layer)
+        if cache is not None:
+            cache.pos += T
+        x = self.transformer.ln_f(x)
+        if targets is None:
+            return self.lm_head(x[:, [-1], :])[..., : self.config.vocab_size], None  # (B, 1, V)
+        logits = self.lm_head(x)[..., : self.config.vocab_size]  # (B, T, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None):
+        """Append max_new_tokens sampled tokens to idx (B, T0); temperature 0 = greedy. Uses a KV cache;
+        with `learned` the context is cropped to block_size like nanoGPT (then every step recomputes)."""
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+        if top_k is not None and top_k <= 0:
+            raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+        max_len = self.transformer.wpe.max_len
+        cache = None
+        for step in range(max_new_tokens):
+            if cache is None or cache.pos == cache.max_len:
+                ctx = idx if max_len is None else idx[:, -max_len:]
+                capacity = ctx.size(1) + max_new_tokens - step - 1 if max_len is None else max_len
+                cache = KVCache(self.config.n_layer, capacity)
+                logits, _ = self(ctx, cache=cache)
+            else:
+                logits, _ = self(idx[:, -1:], cache=cache)
+            logits = logits[:, -1, :].float()  # (B, V)
+            if temperature == 0:
+                next_id = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                next_id = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            idx = torch.cat((idx, next_id), dim=1)
+        return idx
+
+    def configure_optimizers(self, weight_decay: float, learning_rate: float, betas, device_type: str):
+        """AdamW with weight decay on matrices and embeddings only (not on biases or LayerNorm gains)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == "cuda")

@@ -1,0 +1,248 @@
+"""model.py: every positional-encoding scheme, checked against references and properties."""
+
+import io
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import GPT, POS_ENCODINGS, KVCache, ModelConfig, alibi_slopes
+
+SCHEMES = sorted(POS_ENCODINGS)
+RELATIVE = [s for s in SCHEMES if s != "learned"]
+
+
+def tiny(pos_enc="rope", **kw):
+    cfg = dict(vocab_size=65, block_size=16, n_layer=2, n_head=4, n_embd=32, dropout=0.0, pos_enc=pos_enc)
+    return ModelConfig(**(cfg | kw))
+
+
+def model_for(pos_enc, seed=0, **kw):
+    torch.manual_seed(seed)
+    return GPT(tiny(pos_enc, **kw)).eval()
+
+
+def test_registry_has_the_five_schemes():
+    assert set(SCHEMES) == {"learned", "sinusoidal", "rope", "alibi", "none"}
+
+
+@pytest.mark.parametrize("pos_enc", SCHEMES)
+def test_shapes_and_initial_loss(pos_enc):
+    model = model_for(pos_enc)
+    idx, targets = torch.randint(0, 65, (2, 3, 16), generator=torch.Generator().manual_seed(1))
+    logits, loss = model(idx, targets=targets)
+    assert logits.shape == (3, 16, 65)
+    assert torch.isfinite(loss)
+    # GPT-2 init gives near-uniform predictions (targets differ from inputs: tying favours repeats)
+    assert abs(loss.item() - math.log(65)) < 0.1
+    logits, loss = model(idx)
+    assert logits.shape == (3, 1, 65) and loss is None
+
+
+@pytest.mark.parametrize("pos_enc", SCHEMES)
+def test_causality(pos_enc):
+    model = model_for(pos_enc)
+    g = torch.Generator().manual_seed(2)
+    idx = torch.randint(0, 65, (2, 16), generator=g)
+    logits, _ = model(idx, targets=idx)
+    for t in (0, 7, 15):
+        changed = idx.clone()
+        changed[:, t] = (changed[:, t] + 1) % 65
+        logits2, _ = model(changed, targets=changed)
+        torch.testing.assert_close(logits2[:, :t], logits[:, :t], rtol=0, atol=1e-6)
+        assert not torch.allclose(logits2[:, t], logits[:, t])
+
+
+@pytest.mark.parametrize("pos_enc", SCHEMES)
+def test_kv_cache_matches_full_forward(pos_enc):
+    """Prefill then one token at a time (and one chunk) through the cache == one full forward."""
+    model = model_for(pos_enc)
+    T = 16 if pos_enc == "learned" else 40  # relative schemes also past block_size
+    idx = torch.randint(0, 65, (2, T), generator=torch.Generator().manual_seed(3))
+    full, _ = model(idx, targets=idx)
+    cache = KVCache(model.config.n_layer, T)
+    steps = [model(idx[:, :5], targets=idx[:, :5], cache=cache)[0]]
+    steps.append(model(idx[:, 5:9], targets=idx[:, 5:9], cache=cache)[0])  # a chunk with offset > 0
+    for t in range(9, T):
+        steps.append(model(idx[:, t : t + 1], targets=idx[:, t : t + 1], cache=cache)[0])
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("pos_enc", SCHEMES)
+def test_greedy_generate_equals_recomputation(pos_enc):
+    model = model_for(pos_enc)
+    idx = torch.randint(0, 65, (2, 5), generator=torch.Generator().manual_seed(4))
+    out = model.generate(idx, max_new_tokens=30, temperature=0)  # 35 > block_size 16
+    ref = idx
+    for _ in range(30):  # nanoGPT's loop: full forward each step, context cropped for `learned`
+        ctx = ref[:, -16:] if pos_enc == "learned" else ref
+        logits, _ = model(ctx)
+        ref = torch.cat((ref, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
+    assert torch.equal(out, ref)
+
+
+def test_sampling_is_seeded_and_top_k_restricts():
+    model = model_for("rope")
+    idx = torch.zeros(1, 1, dtype=torch.long)
+    torch.manual_seed(0)
+    a = model.generate(idx, 20, temperature=1.0, top_k=5)
+    torch.manual_seed(0)
+    b = model.generate(idx, 20, temperature=1.0, top_k=5)
+    assert torch.equal(a, b)
+    one = model.generate(idx, 10, temperature=1.0, top_k=1)
+    assert torch.equal(one, model.generate(idx, 10, temperature=0))
+    with pytest.raises(ValueError, match="temperature"):
+        model.generate(idx, 1, temperature=-1)
+
+
+@pytest.mark.parametrize("pos_enc", SCHEMES)
+def test_only_learned_has_position_parameters(pos_enc):
+    model = model_for(pos_enc)
+    pos_params = sum(p.numel() for p in model.transformer.wpe.parameters())
+    assert pos_params == (16 * 32 if pos_enc == "learned" else 0)
+    assert model.num_params(non_embedding=False) - model.num_params() == 128 * 32 + pos_params
+    assert not any(k.startswith("transformer.wpe") and "weight" not in k for k in model.state_dict())
+
+
+@pytest.mark.parametrize("pos_enc", SCHEMES)
+def test_state_dict_round_trip(pos_enc):
+    model = model_for(pos_enc, seed=0)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    buf.seek(0)
+    other = model_for(pos_enc, seed=1)
+    other.load_state_dict(torch.load(buf, weights_only=True))
+    idx = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(other(idx, targets=idx)[0], model(idx, targets=idx)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("pos_enc", SCHEMES)
+def test_length_beyond_block_size(pos_enc):
+    model = model_for(pos_enc)
+    idx = torch.zeros(1, 33, dtype=torch.long)
+    if pos_enc == "learned":
+        with pytest.raises(ValueError, match="block_size"):
+            model(idx, targets=idx)
+    else:
+        logits, loss = model(idx, targets=idx)
+        assert logits.shape == (1, 33, 65) and torch.isfinite(loss)
+
+
+def manual_attention(q, k, v, bias=None):
+    """Textbook attention: softmax(q k^T / sqrt(hs) + bias, causal) v. q, k, v: (B, nh, T, hs)."""
+    T = q.size(-2)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, nh, T, T)
+    if bias is not None:
+        scores = scores + bias
+    scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    return F.softmax(scores, dim=-1) @ v
+
+
+@pytest.mark.parametrize("pos_enc", SCHEMES)
+def test_attention_layer_equals_manual_attention(pos_enc):
+    model = model_for(pos_enc)
+    attn, pe = model.transformer.h[0].attn, model.transformer.wpe
+    x = torch.randn(2, 12, 32, generator=torch.Generator().manual_seed(6))
+    B, T, C = x.shape
+    q, k, v = (t.view(B, T, 4, 8).transpose(1, 2) for t in attn.c_attn(x).split(C, dim=2))
+    q, k = pe.rotate(q, k, 0)
+    bias = None
+    if pos_enc == "alibi":  # independent construction of Press et al.'s bias
+        i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+        bias = -alibi_slopes(4)[:, None, None] * (i - j).clamp(min=0)
+    y = manual_attention(q, k, v, bias).transpose(1, 2).reshape(B, T, C)
+    expected = attn.c_proj(y)
+    got = attn(x, pe, pe.attn_bias(T, T, x.device), 0, None, 0)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_alibi_slopes_match_the_paper():
+    torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0 ** -(i + 1) for i in range(8)]))
+    # non-power-of-two: slopes of 4 heads, then every other slope of 8 heads (paper's get_slopes)
+    expected = [2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8, 2.0**-1, 2.0**-3]
+    torch.testing.assert_close(alibi_slopes(6), torch.tensor(expected))
+    assert alibi_slopes(12).shape == (12,)
+
+
+def test_sinusoidal_table_is_vaswani():
+    model = model_for("sinusoidal")
+    pe = model.transformer.wpe.pe / model.transformer.wpe.scale  # (block_size, C)
+    p, i = 5, 3
+    torch.testing.assert_close(pe[p, 2 * i], torch.tensor(math.sin(p / 10000 ** (2 * i / 32))))
+    torch.testing.assert_close(pe[p, 2 * i + 1], torch.tensor(math.cos(p / 10000 ** (2 * i / 32))))
+    long_x = torch.zeros(1, 50, 32)
+    out = model.transformer.wpe.embed(long_x, 0)  # grows past block_size
+    torch.testing.assert_close(out[0, :16], model.transformer.wpe.pe[:16])
+
+
+def test_learned_matches_hugging_face_gpt2():
+    transformers = pytest.importorskip("transformers")
+    cfg = tiny("learned", vocab_size=100, block_size=24, n_layer=3)
+    torch.manual_seed(0)
+    ours = GPT(cfg).eval()
+    hf_cfg = transformers.GPT2Config(
+        vocab_size=100, n_positions=24, n_embd=32, n_layer=3, n_head=4, activation_function="gelu",
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
+    )  # fmt: skip
+    hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
+    sd = ours.state_dict()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name == "transformer.wte.weight":
+                p.copy_(sd[name][:100])  # our table is padded to a multiple of 64
+            elif name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
+                p.copy_(sd[name].t())  # HF GPT-2 uses Conv1D, i.e. transposed Linear weights
+            elif name != "lm_head.weight":
+                p.copy_(sd[name])
+    idx = torch.randint(0, 100, (2, 24), generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(ours(idx, targets=idx)[0], hf(idx).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_rope_scheme_uses_rope_py():
+    from rope import RotaryEmbedding
+
+    model = model_for("rope", rope_base=500.0, rope_dim=4)
+    q, k = torch.randn(2, 1, 4, 10, 8).unbind(0)
+    ref = RotaryEmbedding(8, base=500.0, rotary_dim=4)
+    q2, k2 = model.transformer.wpe.rotate(q, k, 3)
+    torch.testing.assert_close(q2, ref(q, 3))
+    torch.testing.assert_close(k2, ref(k, 3))
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        (dict(pos_enc="xpos"), r"pos_enc='xpos' is not one of \['alibi', 'learned', 'none', 'rope', 'sinusoidal'\]"),
+        (dict(n_embd=30), "n_embd=30 must be divisible by n_head=4"),
+        (dict(n_embd=36, n_head=4), "even head size"),
+        (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
+        (dict(n_layer=0), "n_layer must be a positive integer"),
+        (dict(pos_enc="learned", rope_base=500.0), "rope_base=500.0 is only used by pos_enc in \\['rope'\\]"),
+        (dict(rope_dim=12), "rotary_dim"),
+        (dict(rope_base=-1.0), "base"),
+        (dict(rope_scaling={"rope_type": "bogus"}), "bogus"),
+    ],
+)
+def test_config_errors_name_the_values(kw, match):
+    with pytest.raises(ValueError, match=match):
+        tiny(**kw)
+
+
+def test_config_is_frozen_and_serialisable():
+    cfg = tiny(rope_scaling={"rope_type": "linear", "factor": 2.0})
+    with pytest.raises(AttributeError):
+        cfg.n_layer = 3
+    assert ModelConfig(**cfg.to_dict()) == cfg
+
+
+def test_optimizer_groups_and_flops():
+    model = model_for("learned")
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    decay, no_decay = opt.param_groups
+    assert all(p.dim() >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.1
+    assert all(p.dim() < 2 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+    n_opt = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    assert n_opt == model.num_params(non_embedding=False)
+    N = model.num_params() + 128 * 32
+    assert model.flops_per_token() == 6 * N + 12 * 2 * 32 * 16
