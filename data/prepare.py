@@ -1,0 +1,161 @@
+"""Turn a corpus into data/<name>_<tokenizer>/{train.bin, val.bin, meta.json}.
+
+    python data/prepare.py --dataset shakespeare --tokenizer char
+
+The text is split 90/10 by characters (train first, as nanoGPT does) and each part is tokenized on its own.
+The .bin files are raw uint16 token ids (``np.memmap(path, dtype=np.uint16, mode="r")``); meta.json holds
+the tokenizer state, the source's sha256 and the token counts. train.py calls ``prepare`` itself, so this
+script is only needed to prepare ahead of time. Every file is written to a temporary name and renamed into
+place, meta.json last, so an interrupted run never leaves a half-written dataset that looks complete.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: import `data` from the repo root, not data/ itself
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from data import corpora
+from data.tokenizers import TOKENIZERS, new_tokenizer
+
+DATA_DIR = Path(__file__).resolve().parent
+TRAIN_FRACTION = 0.9
+
+
+def load_meta(folder: str | Path) -> dict:
+    """The parsed meta.json of a prepared dataset folder."""
+    path = Path(folder) / "meta.json"
+    if not path.is_file():
+        raise ValueError(
+            f"{path} not found: prepare the dataset first (python data/prepare.py --dataset ...)"
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _is_prepared(folder: Path, tokenizer: str, sha256: str) -> bool:
+    try:
+        meta = load_meta(folder)
+    except ValueError:
+        return False
+    return (
+        meta.get("tokenizer") == tokenizer
+        and meta.get("source_sha256") == sha256
+        and all(
+            (folder / f"{split}.bin").is_file()
+            and (folder / f"{split}.bin").stat().st_size == 2 * meta.get(f"{split}_tokens", -1)
+            for split in ("train", "val")
+        )
+    )
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the data from other users
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # no-op after a successful rename
+
+
+def prepare(dataset: str, tokenizer: str, data_dir: str | Path = DATA_DIR, force: bool = False) -> Path:
+    """Make sure ``data_dir/<name>_<tokenizer>/{train.bin,val.bin,meta.json}`` exist and return that folder.
+
+    Prepared on first use; reused while its meta.json records the same tokenizer and source sha256.
+
+    Args:
+        dataset: a registered name (``pydocs``, ``shakespeare``, ``verdict``) or a path to a UTF-8 text
+            file, whose stem then names the folder.
+        tokenizer: ``"char"`` or ``"gpt2"``.
+        data_dir: where prepared folders live; downloads go to ``data_dir/downloads``.
+        force: prepare again even if an up-to-date folder exists.
+
+    Returns:
+        The folder. Its meta.json has ``dataset``, ``tokenizer``, ``vocab_size``, ``chars`` (char only),
+        ``source``, ``source_sha256``, ``train_tokens``, ``val_tokens`` and ``dtype`` (``"uint16"``).
+    """
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {tokenizer!r}: use one of {', '.join(TOKENIZERS)}")
+    data_dir = Path(data_dir)
+    name = corpora.folder_name(dataset)
+    folder = data_dir / f"{name}_{tokenizer}"
+    # A registered download is known by its checksum: reuse without looking for the raw file again.
+    if (
+        not force
+        and dataset in corpora.REMOTE
+        and _is_prepared(folder, tokenizer, corpora.REMOTE[dataset].sha256)
+    ):
+        return folder
+
+    raw, source = corpora.read(dataset, data_dir / "downloads")
+    sha256 = corpora.sha256_of(raw)
+    if not force and _is_prepared(folder, tokenizer, sha256):
+        return folder
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{source} is not UTF-8 text (invalid byte at offset {e.start}); convert it to UTF-8 first"
+        ) from None
+    if not text:
+        raise ValueError(f"{source} is empty")
+    if len(text) < 10:
+        raise ValueError(
+            f"{source} has {len(text)} characters; need at least 10 so that val (10%) is non-empty"
+        )
+
+    tok = new_tokenizer(tokenizer, text)
+    if tok.vocab_size > 2**16:
+        raise ValueError(f"{source} has {tok.vocab_size} distinct characters; uint16 ids allow at most 65536")
+    n = int(len(text) * TRAIN_FRACTION)
+    splits = {"train": text[:n], "val": text[n:]}
+    ids = {split: np.array(tok.encode(part), dtype=np.uint16) for split, part in splits.items()}
+
+    folder.mkdir(parents=True, exist_ok=True)
+    # Remove the old meta first: until the new one lands, the folder does not count as prepared.
+    (folder / "meta.json").unlink(missing_ok=True)
+    for split, arr in ids.items():
+        _write_atomic(folder / f"{split}.bin", arr.tobytes())
+    meta = {
+        "dataset": name,
+        **tok.state(),  # "tokenizer", plus "chars" for char
+        "vocab_size": tok.vocab_size,
+        "source": source,
+        "source_sha256": sha256,
+        "train_tokens": len(ids["train"]),
+        "val_tokens": len(ids["val"]),
+        "dtype": "uint16",
+    }
+    _write_atomic(folder / "meta.json", (json.dumps(meta, ensure_ascii=False) + "\n").encode("utf-8"))
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--dataset", default="pydocs", help=f"{', '.join(corpora.NAMES)} or a path to a UTF-8 file"
+    )
+    parser.add_argument("--tokenizer", default="char", choices=TOKENIZERS)
+    parser.add_argument("--data_dir", default=str(DATA_DIR), help="where prepared folders live")
+    parser.add_argument("--force", action="store_true", help="prepare again even if up to date")
+    args = parser.parse_args()
+    try:
+        folder = prepare(args.dataset, args.tokenizer, args.data_dir, args.force)
+    except (ValueError, RuntimeError) as e:
+        sys.exit(f"error: {e}")
+    meta = load_meta(folder)
+    print(
+        f"{folder}: vocab {meta['vocab_size']:,}, train {meta['train_tokens']:,} tokens, "
+        f"val {meta['val_tokens']:,} tokens ({meta['source']})"
+    )
+
+
+if __name__ == "__main__":
+    main()
