@@ -1,0 +1,191 @@
+"""train.py's config system (parse_config, TrainConfig), the presets, the LR schedule and batch sampling."""
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model import POS_ENCODINGS, ModelConfig
+from train import TrainConfig, fixed_eval_batches, get_batch, get_lr, main, parse_config
+
+CONFIG = Path(__file__).resolve().parent.parent / "config"
+# train.py's presets (compare.py's, also in config/, add keys of its own)
+PRESETS = [CONFIG / f"{name}.py" for name in ("default", "shakespeare_char_cpu", "shakespeare_char")]
+
+
+@dataclasses.dataclass(frozen=True)
+class Knobs:
+    count: int = 1
+    rate: float = 0.5
+    flag: bool = False
+    name: str = "x"
+    maybe: float | None = None
+    table: dict | None = None
+
+
+def parse(*argv):
+    return parse_config(list(argv), Knobs)[0]
+
+
+@pytest.mark.parametrize(
+    "arg, field, expected",
+    [
+        ("--count=5e3", "count", 5000),
+        ("--count=-2", "count", -2),
+        ("--rate=3e-4", "rate", 3e-4),
+        ("--rate=2", "rate", 2.0),
+        ("--flag=true", "flag", True),
+        ("--flag=False", "flag", False),
+        ("--flag=1", "flag", True),
+        ("--flag=no", "flag", False),
+        ("--flag", "flag", True),
+        ("--name=a=b", "name", "a=b"),
+        ("--maybe=none", "maybe", None),
+        ("--maybe=0.25", "maybe", 0.25),
+        ('--table={"rope_type": "linear", "factor": 2}', "table", {"rope_type": "linear", "factor": 2}),
+        ("--table=None", "table", None),
+    ],
+)
+def test_cli_values_are_coerced_by_declared_type(arg, field, expected):
+    value = getattr(parse(arg), field)
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "--count=5.5",
+        "--count=ten",
+        "--flag=maybe",
+        "--rate=fast",
+        "--table=[1, 2]",
+        "--table={bad",
+        "--count",
+    ],
+)
+def test_bad_cli_values_raise(arg):
+    with pytest.raises(ValueError, match=r"count|flag|rate|table"):
+        parse(arg)
+
+
+def test_unknown_key_names_the_closest_valid_key(tmp_path):
+    with pytest.raises(ValueError, match=r"'cuont'.*command line.*did you mean 'count'"):
+        parse("--cuont=3")
+    preset = tmp_path / "p.py"
+    preset.write_text("max_iter = 10\n")
+    with pytest.raises(ValueError, match=r"'max_iter'.*p\.py.*did you mean 'max_iters'"):
+        parse_config([str(preset)], ModelConfig, TrainConfig)
+    with pytest.raises(ValueError, match="valid keys"):
+        parse("--zzzzzz=1")
+
+
+def test_preset_file_private_namespace_and_overrides(tmp_path):
+    preset = tmp_path / "p.py"
+    preset.write_text(
+        "import math\n_scale = 2\ncount = 3 * _scale\nrate = math.pi\nmaybe = 5e3\nname = 'file'\n"
+    )
+    knobs = parse(str(preset), "--name=cli")
+    assert knobs == Knobs(count=6, rate=np.pi, maybe=5000.0, name="cli")
+    assert "count" not in globals()  # run in its own namespace, not ours
+
+
+def test_preset_errors(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        parse(str(tmp_path / "missing.py"))
+    with pytest.raises(ValueError, match="unexpected argument"):
+        parse("--count=1", "stray")
+    preset = tmp_path / "p.py"
+    preset.write_text("count = 2.5\n")
+    with pytest.raises(ValueError, match=r"count=2\.5"):
+        parse(str(preset))
+
+
+def test_keys_are_routed_to_the_dataclass_that_declares_them():
+    model_cfg, train_cfg = parse_config(
+        ["--n_layer=3", "--pos_enc=alibi", "--max_iters=5e3", "--compile=false"], ModelConfig, TrainConfig
+    )
+    assert (model_cfg.n_layer, model_cfg.pos_enc) == (3, "alibi")
+    assert (train_cfg.max_iters, train_cfg.compile) == (5000, False)
+    # validation errors of the dataclasses themselves come through as ValueError
+    with pytest.raises(ValueError, match="rope_base"):
+        parse_config(["--pos_enc=alibi", "--rope_base=500"], ModelConfig, TrainConfig)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(batch_size=0),
+        dict(max_iters=-1),
+        dict(eval_interval=0),
+        dict(learning_rate=0.0),
+        dict(min_lr=0.1, learning_rate=0.01),
+        dict(warmup_iters=300, lr_decay_iters=200),
+        dict(beta2=1.0),
+        dict(grad_clip=-1.0),
+        dict(tokenizer="bpe"),
+        dict(dtype="fp8"),
+        dict(device="gpu0"),
+        dict(batch_size=True),
+        dict(out_dir=""),
+    ],
+)
+def test_train_config_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+@pytest.mark.parametrize("pos_enc", sorted(POS_ENCODINGS))
+def test_every_preset_takes_every_pos_enc(preset, pos_enc):
+    model_cfg, train_cfg = parse_config([str(preset), f"--pos_enc={pos_enc}"], ModelConfig, TrainConfig)
+    assert model_cfg.pos_enc == pos_enc and train_cfg.max_iters > 0
+
+
+def test_nanogpt_cpu_preset_settings():
+    model_cfg, cfg = parse_config([str(CONFIG / "shakespeare_char_cpu.py")], ModelConfig, TrainConfig)
+    assert (model_cfg.block_size, model_cfg.n_layer, model_cfg.n_head, model_cfg.n_embd) == (64, 4, 4, 128)
+    assert (model_cfg.dropout, cfg.batch_size, cfg.eval_iters) == (0.0, 12, 20)
+    assert (cfg.max_iters, cfg.lr_decay_iters, cfg.learning_rate, cfg.beta2) == (2000, 2000, 1e-3, 0.99)
+    assert (cfg.dataset, cfg.tokenizer) == ("shakespeare", "char")
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, lr_decay_iters=110)
+    lrs = [get_lr(it, cfg) for it in range(130)]
+    assert lrs[0] == pytest.approx(1e-3 / 11) and lrs[9] == pytest.approx(1e-3 * 10 / 11)
+    assert lrs[10] == pytest.approx(1e-3) and lrs[60] == pytest.approx(5.5e-4)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+    assert lrs[110:] == [1e-4] * 20
+
+
+def test_eval_batches_are_fixed_and_shifted():
+    data = np.arange(1000, dtype=np.uint16)
+    a = fixed_eval_batches(data, 16, 4, 3, seed=7)
+    b = fixed_eval_batches(data, 16, 4, 3, seed=7)
+    assert len(a) == 3
+    for (x, y), (x2, y2) in zip(a, b, strict=True):
+        assert x.shape == y.shape == (4, 16) and x.dtype == torch.int64 and x.device.type == "cpu"
+        torch.testing.assert_close(x, x2)
+        torch.testing.assert_close(y, y2)
+        torch.testing.assert_close(y[:, :-1], x[:, 1:])
+        torch.testing.assert_close(y[:, -1], x[:, -1] + 1)  # data[i] == i
+    assert not torch.equal(a[0][0], fixed_eval_batches(data, 16, 4, 1, seed=8)[0][0])
+
+
+def test_batches_are_a_pure_function_of_the_seed():
+    data = np.arange(50, dtype=np.uint16)
+    x, y = get_batch(data, 49, 8, (0, 5, 1))  # the only windows that fit: starts 0
+    assert x.shape == (8, 49) and int(y.max()) == 49
+    torch.testing.assert_close(get_batch(data, 4, 8, (3, 7, 0)), get_batch(data, 4, 8, (3, 7, 0)))
+    assert not torch.equal(get_batch(data, 4, 8, (3, 7, 0))[0], get_batch(data, 4, 8, (3, 8, 0))[0])
+
+
+def test_help_lists_every_key(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(f"{f.name}=" in out for t in (ModelConfig, TrainConfig) for f in dataclasses.fields(t))

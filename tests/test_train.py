@@ -1,0 +1,163 @@
+"""train.py end to end on a tiny model: run dir contents, exact resume after Ctrl-C, NaN handling,
+the fixed-batch evaluation, bad input and DDP (2 CPU processes, gloo) against one process."""
+
+import json
+import math
+import os
+import pydoc_data.topics
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train as T
+from model import ModelConfig
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_RUN = dict(
+    block_size=16, n_layer=2, n_head=2, n_embd=32, pos_enc="rope", device="cpu", batch_size=4, max_iters=6,
+    eval_interval=3, eval_iters=2, log_interval=1, warmup_iters=2, lr_decay_iters=6, sample_tokens=0,
+)  # fmt: skip
+TIMING_KEYS = ("elapsed_s", "ms_per_iter", "tokens_per_sec")
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "tiny.txt"
+    path.write_text("".join(pydoc_data.topics.topics.values())[:20_000], encoding="utf-8")
+    return path
+
+
+def argv(tmp_path, corpus, **overrides):
+    paths = dict(dataset=corpus, data_dir=tmp_path / "data", out_dir=tmp_path / "run")
+    return [f"--{k}={v}" for k, v in (TINY_RUN | paths | overrides).items()]
+
+
+def run(tmp_path, corpus, **overrides):
+    model_cfg, train_cfg = T.parse_config(argv(tmp_path, corpus, **overrides), ModelConfig, T.TrainConfig)
+    return T.train(model_cfg, train_cfg, progress=False)
+
+
+def rows(run_dir):
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+
+
+def test_main_default_preset_writes_run_dir_and_prints_sample(tmp_path, corpus, capsys):
+    torch.manual_seed(0)
+    summary = T.main(argv(tmp_path, corpus, sample_tokens=20))  # config/default.py + overrides
+    run_dir = tmp_path / "run"
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "ckpt.pt",
+        "config.json",
+        "env.json",
+        "metrics.jsonl",
+    ]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (
+        config["model"]["vocab_size"]
+        == json.loads((tmp_path / "data/tiny_char/meta.json").read_text())["vocab_size"]
+    )
+    assert config["train"]["max_iters"] == 6 and config["train"]["out_dir"] == str(run_dir)
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu" and "git_sha" in env
+    log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in log if "val_loss" in r]
+    steps = [r for r in log if "val_loss" not in r]
+    assert [r["iter"] for r in evals] == [0, 3, 6] and [r["iter"] for r in steps] == list(range(6))
+    assert set(steps[0]) >= {"iter", "train_loss", "lr", "tokens_per_sec", "elapsed_s"}
+    assert set(evals[0]) >= {"iter", "val_loss", "train_loss", "elapsed_s"}
+    assert summary["iters"] == 6 and summary["final_val_loss"] == evals[-1]["val_loss"]
+    assert (
+        summary["best_val_loss"]
+        == min(r["val_loss"] for r in evals)
+        < math.log(config["model"]["vocab_size"])
+    )
+    assert summary["ms_per_iter"] > 0 and summary["num_params"] > 0 and not summary["interrupted"]
+    assert summary["mfu"] is None  # CPU
+    assert summary["sample"] and summary["sample"] in capsys.readouterr().out
+
+
+def test_checkpoint_rebuilds_the_model_and_eval_is_on_fixed_batches(tmp_path, corpus):
+    summary = run(tmp_path, corpus)
+    model, model_cfg, train_cfg, meta = T.load_run(tmp_path / "run")
+    assert model_cfg.vocab_size == meta["vocab_size"] and train_cfg.max_iters == 6 and not model.training
+    val = np.memmap(tmp_path / "data/tiny_char/val.bin", dtype=np.uint16, mode="r")
+    with torch.no_grad():
+        losses = [model(x, y)[1] for x, y in T.fixed_eval_batches(val, 16, 4, 2, T.EVAL_SEED)]
+    torch.testing.assert_close(torch.stack(losses).mean().item(), summary["final_val_loss"])
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        T.load_run(tmp_path / "nothing")
+
+
+def test_resume_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, corpus, monkeypatch):
+    """Dropout on, so the saved RNG state matters; batch order comes from (data_seed, iter)."""
+    extra = dict(dropout=0.1, max_iters=8, lr_decay_iters=8)
+    full = run(tmp_path / "a", corpus, **extra)
+    get_batch = T.get_batch
+
+    def interrupt_at_iter_3(data, block_size, batch_size, seed):
+        if seed[1] == 3:
+            signal.raise_signal(signal.SIGINT)  # what Ctrl-C does; the handler lets iteration 3 finish
+        return get_batch(data, block_size, batch_size, seed)
+
+    monkeypatch.setattr(T, "get_batch", interrupt_at_iter_3)
+    stopped = run(tmp_path / "b", corpus, **extra)
+    assert stopped["interrupted"] and stopped["iters"] == 4
+    assert torch.load(tmp_path / "b/run/ckpt.pt", weights_only=True)["iter_num"] == 4
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    monkeypatch.setattr(T, "get_batch", get_batch)
+    resumed = run(tmp_path / "b", corpus, **extra, resume=True)
+    assert not resumed["interrupted"] and resumed["iters"] == 8
+    assert rows(tmp_path / "b/run") == rows(tmp_path / "a/run")  # bit-identical losses, same rows
+    assert resumed["final_val_loss"] == full["final_val_loss"]
+
+
+def test_resume_checks(tmp_path, corpus):
+    with pytest.raises(ValueError, match="no checkpoint"):
+        run(tmp_path, corpus, resume=True)
+    run(tmp_path, corpus, max_iters=0)
+    with pytest.raises(ValueError, match="n_layer"):
+        run(tmp_path, corpus, resume=True, n_layer=3)
+
+
+@pytest.mark.parametrize("eval_interval, message, kept", [(2, "eval loss", 2), (100, "train loss is nan", 0)])
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path, corpus, monkeypatch, eval_interval, message, kept
+):
+    get_lr = T.get_lr
+    monkeypatch.setattr(
+        T, "get_lr", lambda it, cfg: math.nan if it == 3 else get_lr(it, cfg)
+    )  # poisons weights
+    with pytest.raises(FloatingPointError, match=message):
+        run(tmp_path, corpus, eval_interval=eval_interval)
+    ckpt = torch.load(tmp_path / "run/ckpt.pt", weights_only=True)
+    assert ckpt["iter_num"] == kept and all(torch.isfinite(p).all() for p in ckpt["model"].values())
+
+
+def test_corpus_shorter_than_block_size_is_a_clear_error(tmp_path, corpus):
+    with pytest.raises(ValueError, match=r"block_size=4096 needs at least 4097"):
+        run(tmp_path, corpus, block_size=4096)
+
+
+def test_ddp_two_cpu_processes_match_one_process(tmp_path, corpus):
+    """torchrun, 2 processes, gloo: each rank takes one micro-batch of the global accumulation of 2, so the
+    run sees the same batches as one process accumulating 2, and the losses agree."""
+    extra = dict(gradient_accumulation_steps=2, max_iters=4, eval_interval=2)
+    T.main(argv(tmp_path / "one", corpus, **extra))  # the same preset (config/default.py) as train.py below
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}  # torchrun leaves logs in TMPDIR
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd = [*torchrun, "train.py", *argv(tmp_path / "two", corpus, **extra)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = rows(tmp_path / "one/run"), rows(tmp_path / "two/run")
+    assert [r["iter"] for r in one] == [r["iter"] for r in two]
+    for key in ("train_loss", "val_loss"):
+        torch.testing.assert_close(
+            [r.get(key, 0.0) for r in two], [r.get(key, 0.0) for r in one], rtol=1e-5, atol=1e-5
+        )
+    assert json.loads((tmp_path / "two/run/env.json").read_text())["world_size"] == 2
