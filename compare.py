@@ -1,0 +1,567 @@
+"""Compare positional encodings: train a grid (schemes x seeds), measure length extrapolation and
+per-position loss on the validation split, write report.md, results.json, CSVs and plots.
+
+    python compare.py config/ablation_cpu.py        # 5 schemes x 3 seeds, Tiny Shakespeare (char), CPU
+    python compare.py --quick                        # = config/ablation_quick.py, about a minute
+    python compare.py --eval-only out/RUN [out/RUN2 | GRID_DIR ...] [--key=value ...]
+
+Every run is train.py's `train` with one config except `pos_enc` and the entry's own knobs, so all
+schemes see the same batches, eval batches and init recipe; replicate k uses seed + k, data_seed + k.
+Runs live in out_dir/<entry>-seed<k>/ (a train.py run dir plus compare.json, the record of the run); an
+interrupted grid resumes: finished runs are skipped, an unfinished one continues from its checkpoint.
+
+Evaluation (L = training block_size, T = evaluation length), on the validation split:
+- Scored text: the first R = n * 8L tokens of val, n = min(eval_windows, len(val) // 8L); the same for
+  every run, and for every T up to the last R mod T tokens.
+- Non-overlapping (Press et al. 2022): consecutive windows of T tokens, each token scored once with the
+  context its window gives it (0 .. T-1 tokens).
+- Sliding window, stride s: windows of T tokens every s tokens; the first window scores all its tokens,
+  each later one only those no earlier window scored (its last s), so every token is scored once, with
+  T - s or more tokens of context after the first window. stride >= T is the non-overlapping evaluation.
+- Per-position loss: mean loss at each position of the non-overlapping windows of the longest T.
+- `learned` has no rows past L: n/a. RoPE runs are also evaluated with each context-extension method of
+  rope.py applied at inference, untrained, with factor = T / L and original length L (at T <= L every
+  method is the identity, so those cells repeat plain rope). With finetune_iters > 0, copies of each rope
+  run are fine-tuned at 2L (plain, and each method at factor 2) and evaluated as they are.
+Numbers are means over seeds ± sample standard deviation (ddof=1).
+"""
+
+import contextlib
+import copy
+import dataclasses
+import itertools
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data.prepare import DATA_DIR, load_meta, prepare
+from model import GPT, POS_ENCODINGS, ModelConfig
+from train import TrainConfig, get_batch, load_run, parse_config, train
+
+QUICK_PRESET = Path(__file__).resolve().parent / "config" / "ablation_quick.py"
+METHODS = ("linear", "ntk", "dynamic", "yarn")
+EVAL_TOKENS = 16384  # tokens per evaluation forward pass
+FT_SEED = 7919  # batch stream of the fine-tune, apart from the training one
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """What compare.py adds to ModelConfig and TrainConfig (one flat --key=value namespace).
+
+    Base-config knobs of one scheme (e.g. --rope_base) apply to the entries of that scheme only."""
+
+    schemes: str = "learned,sinusoidal,rope,alibi,none"  # entries pos_enc[:knob=value...], e.g. rope:rope_dim=16
+    n_seeds: int = 3  # replicates per entry
+    eval_lengths: str = "1,1.25,1.5,2,4,8"  # multiples of block_size
+    eval_windows: int = 64  # cap on the number of 8L-token validation windows scored
+    stride: int | None = None  # sliding-window stride in tokens; None -> block_size
+    rope_methods: str = "linear,ntk,dynamic,yarn"  # applied at inference to rope runs; "" for none
+    finetune_iters: int = 0  # > 0: also fine-tune rope runs at 2L for this many steps
+    finetune_lr: float = 1e-4  # constant learning rate of the fine-tune
+    report_dir: str | None = None  # None: the grid's out_dir (--eval-only: the runs' common parent)
+
+    def __post_init__(self):
+        for entry in self.entries():
+            parse_entry(entry)
+        for name, low in (("n_seeds", 1), ("eval_windows", 1), ("finetune_iters", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.stride is not None and (isinstance(self.stride, bool) or self.stride < 1):
+            raise ValueError(f"stride must be a positive integer or None, got {self.stride!r}")
+        if not self.finetune_lr > 0:
+            raise ValueError(f"finetune_lr must be > 0, got {self.finetune_lr!r}")
+        self.multiples()
+        if set(self.methods()) - set(METHODS):
+            raise ValueError(f"rope_methods={self.rope_methods!r}: allowed are {list(METHODS)}")
+
+    def entries(self) -> list[str]:
+        entries = [e.strip() for e in self.schemes.split(",") if e.strip()]
+        if not entries:
+            raise ValueError(f"schemes must list at least one entry, got {self.schemes!r}")
+        return entries
+
+    def multiples(self) -> list[float]:
+        try:
+            multiples = sorted({float(m) for m in self.eval_lengths.split(",") if m.strip()})
+        except ValueError:
+            multiples = []
+        if not multiples or multiples[0] <= 0:
+            raise ValueError(f"eval_lengths must be positive multiples of block_size like '1,2,4', got "
+                             f"{self.eval_lengths!r}")
+        return multiples
+
+    def methods(self) -> list[str]:
+        return [m.strip() for m in self.rope_methods.split(",") if m.strip()]
+
+    def lengths(self, block_size: int) -> list[int]:
+        return sorted({max(1, round(m * block_size)) for m in self.multiples()})
+
+    def eval_settings(self, block_size: int) -> dict:
+        """What a stored evaluation depends on; a change re-evaluates the run."""
+        keys = ("eval_windows", "rope_methods", "finetune_iters", "finetune_lr")
+        return {"lengths": self.lengths(block_size), "stride": self.stride or block_size} | {
+            k: getattr(self, k) for k in keys}
+
+
+def parse_entry(entry: str) -> tuple[str, dict]:
+    """'rope:rope_base=500' -> ('rope', {'rope_base': 500.0}); values coerced and checked by ModelConfig."""
+    name, *pairs = entry.strip().split(":")
+    if name not in POS_ENCODINGS:
+        raise ValueError(f"scheme {name!r} in {entry!r} is not one of {sorted(POS_ENCODINGS)}")
+    knobs = [p.partition("=") for p in pairs]
+    if any(not eq or key in ("pos_enc", "block_size") for key, eq, _ in knobs):
+        raise ValueError(f"scheme entry {entry!r}: write pos_enc[:knob=value...] (block_size is shared)")
+    (cfg,) = parse_config([f"--pos_enc={name}", *(f"--{k}={v}" for k, _, v in knobs)], ModelConfig)
+    return name, {k: getattr(cfg, k) for k, _, _ in knobs}
+
+
+def scheme_config(base: ModelConfig, entry: str) -> ModelConfig:
+    """`base` with the entry's pos_enc and knobs; base knobs that the scheme does not use are dropped."""
+    name, knobs = parse_entry(entry)
+    unused = {k: None for cls in POS_ENCODINGS.values() for k in cls.knobs if k not in POS_ENCODINGS[name].knobs}
+    return dataclasses.replace(base, pos_enc=name, **unused, **knobs)
+
+
+def label_of(cfg: ModelConfig) -> str:
+    """The entry of a run trained elsewhere: pos_enc plus the knobs it set."""
+    knobs = [f"{k}={json.dumps(getattr(cfg, k), separators=(',', ':'))}"
+             for k in POS_ENCODINGS[cfg.pos_enc].knobs if getattr(cfg, k) is not None]
+    return ":".join([cfg.pos_enc, *knobs])
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", name).strip("_")
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def token_losses(model: GPT, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every next-token target: x, y (B, T) -> (B, T) float32."""
+    logits, _ = model(x, y)
+    return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view_as(y)
+
+
+def window_plan(n_tokens: int, T: int, stride: int) -> tuple[list[int], list[int]]:
+    """Starts of windows of T tokens every `stride` (<= T) over tokens 0 .. n_tokens-1 (the last one
+    flush with the end), and how many leading tokens of each an earlier window already scored."""
+    if n_tokens < T:
+        raise ValueError(f"need at least T={T} tokens to evaluate, got {n_tokens}")
+    stride = min(stride, T)
+    starts = list(range(0, n_tokens - T + 1, stride))
+    if starts[-1] + T < n_tokens:
+        starts.append(n_tokens - T)
+    return starts, [0] + [prev + T - s for prev, s in itertools.pairwise(starts)]
+
+
+@torch.no_grad()
+def eval_windows(model: GPT, tokens: np.ndarray, T: int, stride: int, device="cpu") -> tuple[float, np.ndarray]:
+    """Loss of `model` on tokens[1:], each predicted from what precedes it in its window (window_plan).
+
+    Returns:
+        The mean loss over scored tokens, and the mean loss at each window position, (T,) (NaN where
+        nothing was scored; the per-position loss when stride >= T).
+    """
+    starts, skip = window_plan(len(tokens) - 1, T, stride)
+    batch = max(1, min(EVAL_TOKENS // T, 2**26 // (T * model.config.vocab_size)))  # bounds (B, T, V) logits
+    amp = torch.autocast("cuda", torch.bfloat16) if str(device).startswith("cuda") else contextlib.nullcontext()
+    total, count = np.zeros(T), np.zeros(T)
+    for i in range(0, len(starts), batch):
+        s = np.asarray(starts[i : i + batch])
+        buf = torch.from_numpy(tokens[s[:, None] + np.arange(T + 1)].astype(np.int64)).to(device)  # (b, T+1)
+        with amp:
+            losses = token_losses(model, buf[:, :-1], buf[:, 1:]).double().cpu().numpy()  # (b, T)
+        scored = np.arange(T)[None, :] >= np.asarray(skip[i : i + batch])[:, None]
+        total += (losses * scored).sum(0)
+        count += scored.sum(0)
+    with np.errstate(invalid="ignore"):
+        return float(total.sum() / count.sum()), total / count
+
+
+@contextlib.contextmanager
+def rope_scaled(model: GPT, scaling: dict | None):
+    """Swap a rope model's positional encoding for one with `scaling` (it holds no weights); None: as is."""
+    original = model.transformer.wpe
+    if scaling is not None:
+        cfg = dataclasses.replace(model.config, rope_scaling=scaling)
+        model.transformer.wpe = POS_ENCODINGS["rope"](cfg).to(next(model.parameters()).device)
+    try:
+        yield model
+    finally:
+        model.transformer.wpe = original
+
+
+def method_scaling(method: str, factor: float, block_size: int) -> dict:
+    """rope.py's scaling dict for a context-extension method at `factor` times the training length."""
+    if method in ("linear", "ntk"):
+        return {"rope_type": method, "factor": factor}
+    return {"rope_type": method, "factor": factor, "original_max_position_embeddings": block_size}
+
+
+def eval_variant(model: GPT, region: np.ndarray, cmp: CompareConfig, scaling_at=None, device="cpu") -> dict:
+    """Non-overlapping and sliding losses at every evaluation length ({str(T): loss or None}) and the
+    per-position loss at the longest one; `scaling_at(T)` is the rope scaling to apply at length T."""
+    L = model.config.block_size
+    stride = cmp.stride or L
+    out = {"nonoverlap": {}, "sliding": {}, "per_position": None}
+    for T in cmp.lengths(L):
+        if (model.transformer.wpe.max_len or T) < T:  # learned: no rows past block_size
+            out["nonoverlap"][str(T)] = out["sliding"][str(T)] = None
+            continue
+        tokens = region[: (len(region) - 1) // T * T + 1]
+        with rope_scaled(model, scaling_at(T) if scaling_at else None):
+            loss, per_pos = eval_windows(model, tokens, T, T, device)
+            out["nonoverlap"][str(T)], out["per_position"] = loss, per_pos.tolist()
+            out["sliding"][str(T)] = loss if stride >= T else eval_windows(model, tokens, T, stride, device)[0]
+    return out
+
+
+def finetune(model: GPT, data: np.ndarray, tcfg: TrainConfig, cmp: CompareConfig, device) -> GPT:
+    """Train on at 2L, constant lr, half the batch (the tokens per step of training); Chen et al. 2023
+    fine-tune 1000 steps, this is the same idea at the scale of a CPU run."""
+    T = 2 * model.config.block_size
+    betas = (tcfg.beta1, tcfg.beta2)
+    opt = model.configure_optimizers(tcfg.weight_decay, cmp.finetune_lr, betas, torch.device(device).type)
+    model.train()
+    for it in range(cmp.finetune_iters):
+        x, y = get_batch(data, T, max(1, tcfg.batch_size // 2), (tcfg.data_seed, FT_SEED, it))
+        model(x.to(device), y.to(device))[1].backward()
+        if tcfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return model.eval()
+
+
+def val_region(tcfg: TrainConfig, meta: dict, block_size: int, cmp: CompareConfig):
+    """The scored validation tokens (module docstring) and the train split (for fine-tuning)."""
+    folder = prepare(tcfg.dataset, tcfg.tokenizer, tcfg.data_dir or DATA_DIR)
+    if load_meta(folder)["source_sha256"] != meta["source_sha256"]:
+        raise ValueError(f"{folder} does not hold the text this run was trained on")
+    val, tr = (np.memmap(folder / f"{s}.bin", dtype=meta["dtype"], mode="r") for s in ("val", "train"))
+    n = min(cmp.eval_windows, (len(val) - 1) // (8 * block_size))
+    if n < 1:
+        raise ValueError(f"the val split has {len(val)} tokens, fewer than 8 * block_size + 1 = {8 * block_size + 1}")
+    return np.asarray(val[: n * 8 * block_size + 1]), tr
+
+
+def evaluate_run(run_dir, cmp: CompareConfig, device="cpu") -> dict:
+    """Every evaluation of one run dir: {"eval": {variant: eval_variant(...)}, "params", "eval_s",
+    "eval_tokens"}; variant "" is the model as trained, a method name the method applied at inference,
+    "ft" / "<method>+ft" a copy fine-tuned at 2L."""
+    t0 = time.perf_counter()
+    model, mcfg, tcfg, meta = load_run(run_dir, device)
+    region, train_data = val_region(tcfg, meta, mcfg.block_size, cmp)
+    L = mcfg.block_size
+    results = {"": eval_variant(model, region, cmp, device=device)}
+    if mcfg.pos_enc == "rope" and mcfg.rope_scaling is None:
+        for m in cmp.methods():
+            at = lambda T, m=m: method_scaling(m, T / L, L) if T > L else None
+            results[m] = eval_variant(model, region, cmp, at, device)
+        for m in [None, *cmp.methods()] if cmp.finetune_iters else []:
+            tuned = copy.deepcopy(model)
+            with rope_scaled(tuned, method_scaling(m, 2.0, L) if m else None):
+                finetune(tuned, train_data, tcfg, cmp, device)
+                results[f"{m}+ft" if m else "ft"] = eval_variant(tuned, region, cmp, device=device)
+    params = {"total": model.num_params(False), "non_embedding": model.num_params(True),
+              "position": sum(p.numel() for p in model.transformer.wpe.parameters())}
+    return {"eval": results, "params": params, "eval_s": time.perf_counter() - t0, "eval_tokens": len(region) - 1}
+
+
+# ----------------------------------------------------------------------------- grid
+
+
+def _device(tcfg: TrainConfig) -> str:
+    if tcfg.device != "auto":
+        return tcfg.device
+    return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_grid(model_cfg: ModelConfig, train_cfg: TrainConfig, cmp: CompareConfig, progress=True) -> list[dict]:
+    """Train and evaluate every (entry, seed) not done yet; return the records (compare.json) of all."""
+    records, jobs = [], list(itertools.product(cmp.entries(), range(cmp.n_seeds)))
+    for entry, k in (bar := tqdm(jobs, desc="grid", disable=not progress, dynamic_ncols=True)):
+        mcfg = scheme_config(model_cfg, entry)
+        tcfg = dataclasses.replace(train_cfg, out_dir=str(Path(train_cfg.out_dir) / f"{slug(entry)}-seed{k}"),
+                                   seed=train_cfg.seed + k, data_seed=train_cfg.data_seed + k, resume=False)
+        bar.set_postfix_str(f"{entry} seed {tcfg.seed}")
+        run_dir, configs = Path(tcfg.out_dir), {"model": mcfg.to_dict(), "train": dataclasses.asdict(tcfg)}
+        path = run_dir / "compare.json"
+        record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        if record and record["configs"] != configs:
+            raise ValueError(f"{run_dir} holds a run with another config; use a new --out_dir or delete it")
+        if record is None:
+            summary = train(mcfg, dataclasses.replace(tcfg, resume=(run_dir / "ckpt.pt").is_file()),
+                            progress=progress)
+            if summary["interrupted"]:
+                raise KeyboardInterrupt
+            record = {"label": entry, "seed": tcfg.seed, "configs": configs, "summary": summary}
+            _write_json(path, record)
+        if record.get("eval_settings") != cmp.eval_settings(mcfg.block_size):
+            record |= evaluate_run(run_dir, cmp, _device(tcfg)) | {"eval_settings": cmp.eval_settings(mcfg.block_size)}
+            _write_json(path, record)
+        records.append(record)
+    return records
+
+
+def _metrics(run_dir) -> list[dict]:
+    return [json.loads(r) for r in (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def eval_only(paths: list[str], cmp: CompareConfig, train_cfg: TrainConfig, progress=True) -> list[dict]:
+    """Evaluate runs trained before; a path is a run dir (with ckpt.pt) or a folder of run dirs."""
+    dirs = []
+    for p in map(Path, paths):
+        found = [p] if (p / "ckpt.pt").is_file() else sorted(d for d in p.glob("*/") if (d / "ckpt.pt").is_file())
+        if not found:
+            raise ValueError(f"{p} is neither a run dir (with ckpt.pt) nor a folder of run dirs")
+        dirs += found
+    records = []
+    for d in tqdm(dirs, desc="eval", disable=not progress, dynamic_ncols=True):
+        _, mcfg, tcfg, _ = load_run(d)
+        old = json.loads((d / "compare.json").read_text(encoding="utf-8")) if (d / "compare.json").is_file() else {}
+        rows = _metrics(d)
+        evals, steps = [r for r in rows if "val_loss" in r], [r for r in rows if "ms_per_iter" in r]
+        summary = old.get("summary") or {  # train.py's summary, rebuilt from metrics.jsonl
+            "out_dir": str(d), "iters": evals[-1]["iter"], "final_val_loss": evals[-1]["val_loss"],
+            "final_train_loss": evals[-1]["train_loss"], "best_val_loss": min(r["val_loss"] for r in evals),
+            "elapsed_s": rows[-1]["elapsed_s"]} | {
+            k: float(np.median([r[k] for r in steps])) if steps else None for k in ("ms_per_iter", "tokens_per_sec")}
+        records.append({"label": old.get("label", label_of(mcfg)), "seed": tcfg.seed, "summary": summary,
+                        "configs": {"model": mcfg.to_dict(), "train": dataclasses.asdict(tcfg)}}
+                       | evaluate_run(d, cmp, _device(train_cfg)))
+    if len({r["configs"]["model"]["block_size"] for r in records}) > 1:
+        raise ValueError("--eval-only runs must share one block_size (the table's rows are multiples of it)")
+    return records
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _stats(values) -> list | None:
+    """[mean, std (ddof=1; 0 for one value), n], or None (n/a) if any value is None."""
+    if not values or any(v is None for v in values):
+        return None
+    return [float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values)]
+
+
+def _cell(st, best=False) -> str:
+    text = "n/a" if st is None else f"{st[0]:.3f}" + (f" ± {st[1]:.3f}" if st[2] > 1 else "")
+    return f"**{text}**" if best else text
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    return "\n".join("| " + " | ".join(map(str, r)) + " |" for r in [header, ["---"] * len(header), *rows]) + "\n"
+
+
+def _within_spread(where: str, stats: dict) -> list[str]:
+    """Groups of neighbours in the ranking whose means differ by less than the sum of their stds."""
+    ranked = sorted((st[0], name, st) for name, st in stats.items() if st and st[2] > 1)
+    groups = []
+    for i, item in enumerate(ranked):
+        prev = ranked[i - 1][2] if i else None
+        if prev and item[0] - prev[0] < prev[1] + item[2][1]:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return [f"{where}: " + " ≈ ".join(f"{n} {_cell(st)}" for _, n, st in g) for g in groups if len(g) > 1]
+
+
+def aggregate(records: list[dict]) -> dict:
+    """Mean, std and n over seeds of every number, keyed by entry and variant ('rope', 'rope+yarn', ...)."""
+    by_label = {}
+    for r in records:
+        by_label.setdefault(r["label"], []).append(r)
+    keys = ("final_val_loss", "best_val_loss", "final_train_loss", "tokens_per_sec", "ms_per_iter", "elapsed_s")
+    training = {lab: {k: _stats([r["summary"].get(k) for r in rs]) for k in keys} | {
+        "eval_s": _stats([r["eval_s"] for r in rs]), "params": rs[0]["params"], "seeds": [r["seed"] for r in rs]}
+        for lab, rs in by_label.items()}
+    ext, per_position = {"nonoverlap": {}, "sliding": {}}, {}
+    for lab, rs in by_label.items():
+        for variant in rs[0]["eval"]:
+            name, evs = "+".join(filter(None, (lab, variant))), [r["eval"][variant] for r in rs]
+            for kind in ext:
+                ext[kind][name] = {T: _stats([e[kind][T] for e in evs]) for T in evs[0][kind]}
+            curves = np.array([e["per_position"] for e in evs])  # (seeds, T)
+            per_position[name] = {"mean": curves.mean(0).tolist(), "std": curves.std(0, ddof=len(rs) > 1).tolist(),
+                                  "seed": [r["seed"] for r in rs], "by_seed": curves.tolist()}
+    return {"labels": list(by_label), "training": training, "extrapolation": ext, "per_position": per_position}
+
+
+def write_report(records: list[dict], cmp: CompareConfig, out: Path, command: str, wall_s: float) -> dict:
+    """report.md, results.json, per_position_<name>.csv and PNG plots in `out`; prints the main tables."""
+    out.mkdir(parents=True, exist_ok=True)
+    agg = aggregate(records)
+    ext, labels, training = agg["extrapolation"], agg["labels"], agg["training"]
+    L, tcfg = records[0]["configs"]["model"]["block_size"], records[0]["configs"]["train"]
+    busy_s = sum(r["summary"]["elapsed_s"] + r["eval_s"] for r in records)
+    notes = _within_spread("final val loss at L", {lab: training[lab]["final_val_loss"] for lab in labels})
+    groups = [("Positional encodings", labels)] + [
+        (f"RoPE context extension ({lab}; factor T / L at inference, +ft: fine-tuned at 2L)",
+         [lab, *(n for n in ext["nonoverlap"] if n.startswith(lab + "+"))])
+        for lab in labels if any(n.startswith(lab + "+") for n in ext["nonoverlap"])]
+    tables = []
+    for kind, how in (("nonoverlap", "non-overlapping windows"), ("sliding", f"sliding window, stride {cmp.stride or L}")):
+        for title, names in groups:
+            rows = []
+            for T in ext[kind][names[0]]:
+                cells = {n: ext[kind][n][T] for n in names}
+                best = min((st[0] for st in cells.values() if st), default=None)
+                rows.append([f"{T} ({int(T) / L:g}L)", *(_cell(st, st is not None and st[0] == best) for st in cells.values())])
+                if title == groups[0][0] or int(T) > L:  # at T <= L the methods repeat plain rope
+                    notes += _within_spread(f"{how}, T={T}", cells)
+            tables.append(f"### {title}: {how}\n\n" + _table(["eval length T", *names], rows))
+    train_rows = [[lab, *(_cell(t[k]) for k in ("final_val_loss", "best_val_loss", "final_train_loss")),
+                   f"{t['params']['non_embedding']:,} / {t['params']['position']:,}",
+                   *(f"{t[k][0]:,.{p}f}" if t[k] else "n/a" for k, p in
+                     (("tokens_per_sec", 0), ("ms_per_iter", 1), ("elapsed_s", 0), ("eval_s", 0)))]
+                  for lab, t in training.items()]
+    for name, pp in agg["per_position"].items():
+        header = ["position", "mean", "std", *(f"seed_{s}" for s in pp["seed"])]
+        rows = [header, *([p, *v] for p, v in enumerate(zip(pp["mean"], pp["std"], *pp["by_seed"], strict=True)))]
+        (out / f"per_position_{slug(name)}.csv").write_text("".join(",".join(map(str, r)) + "\n" for r in rows))
+    plots = write_plots(records, agg, out, L)
+    md = [f"# Positional-encoding comparison\n\n`{command}`\n",
+          f"Dataset {tcfg['dataset']} ({tcfg['tokenizer']}), training length L = {L}, {tcfg['max_iters']} iters, "
+          f"{len(training[labels[0]]['seeds'])} seed(s) per scheme: mean ± sample std over seeds. Wall time "
+          f"{wall_s / 60:.1f} min (this invocation; training + evaluation summed over runs: {busy_s / 60:.1f} min). Extrapolation scored on the first {records[0]['eval_tokens']:,} validation "
+          "tokens (fewer when T does not divide them); lowest mean per row in bold.\n",
+          "## Training (loss at L on train.py's fixed eval batches)\n",
+          _table(["scheme", "final val loss", "best val loss", "final train loss", "params (non-emb / position)",
+                  "tokens/s", "ms/iter", "train s/run", "eval s/run"], train_rows),
+          "## Length extrapolation (val loss)\n", *tables,
+          "## Differences smaller than the spread over seeds\n",
+          "\n".join(f"- {n}" for n in notes) or "None: neighbours in every ranking differ by more than their spread.",
+          "\n## Plots\n",
+          "\n\n".join(f"![{p}]({p})" for p in plots) if plots else
+          "matplotlib is not installed, so no plots: pip install matplotlib, then rerun (finished runs are reused).",
+          ""]
+    (out / "report.md").write_text("\n".join(md), encoding="utf-8")
+    results = {"command": command, "wall_s": wall_s, "busy_s": busy_s, "block_size": L, "compare": dataclasses.asdict(cmp),
+               **agg, "within_spread": notes, "runs": records}
+    _write_json(out / "results.json", results)
+    print("\n".join([*md[2:5], tables[0], f"{len(notes)} differences smaller than the spread; report: "
+                     f"{out / 'report.md'}" + ("" if plots else f"\n{md[-2]}")]))
+    return results
+
+
+def write_plots(records: list[dict], agg: dict, out: Path, L: int) -> list[str]:
+    """curves.png, extrapolation.png, per_position.png (means over seeds); [] without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    ext, labels = agg["extrapolation"], agg["labels"]
+    variants = [n for n in ext["nonoverlap"] if "+" in n]
+    colors = {name: f"C{i % 10}" for i, name in enumerate(n for n in labels + variants if not n.endswith("+ft"))}
+    colors |= {n: colors[n.removesuffix("+ft")] for n in variants if n.endswith("+ft")}  # dashed, same colour
+    styles = {name: "--" if name.endswith("+ft") else "-" for name in colors}
+    rows = [("schemes", labels)] * (len(labels) > 1 or not variants)
+    rows += [("RoPE context extension", [n.split("+")[0] for n in variants[:1]] + variants)] * bool(variants)
+    low = min(st[0] for cells in ext["nonoverlap"].values() for st in cells.values() if st)
+    files = []
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for lab in labels:
+        runs = [[r for r in _metrics(rec["summary"]["out_dir"]) if "val_loss" in r] for rec in records if rec["label"] == lab]
+        n = min(map(len, runs))
+        for key, style in (("val_loss", "-"), ("train_loss", ":")):
+            ax.plot([r["iter"] for r in runs[0][:n]], np.mean([[r[key] for r in rs[:n]] for rs in runs], 0), style,
+                    color=colors[lab], label=lab if key == "val_loss" else None)
+    ax.set(xlabel="iteration", ylabel="loss (solid: val, dotted: train)", title="Training (mean over seeds)",
+           ylim=(low - 0.1, low + 1.5))
+    ax.legend()
+    files.append(_save(fig, out / "curves.png"))
+
+    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 3.6 * len(rows)), squeeze=False)
+    for (title, names), ax_row in zip(rows, axes, strict=True):
+        for kind, ax in zip(ext, ax_row, strict=True):
+            for name in names:
+                pts = [(int(T) / L, *st[:2]) for T, st in ext[kind][name].items() if st]
+                x, m, s = np.array(pts).T
+                ax.errorbar(x, m, yerr=s, marker="o", ms=3, capsize=2, color=colors[name], ls=styles[name], label=name)
+            ax.set(xscale="log", xlabel="evaluation length T / L", ylabel="val loss", ylim=(low - 0.05, low + 1.0),
+                   title=f"{title}, {kind.replace('nonoverlap', 'non-overlapping')}")
+            ax.set_xticks(x, [f"{v:g}" for v in x])
+            ax.minorticks_off()
+        ax_row[1].legend(fontsize=7)
+    files.append(_save(fig, out / "extrapolation.png"))
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(5.2 * len(rows), 3.8), squeeze=False)
+    bins = max(1, L // 4)  # mean over L/4 positions: one position alone is too noisy to read
+    for (title, names), ax in zip(rows, axes[0], strict=True):
+        for name in names:
+            m = np.array(agg["per_position"][name]["mean"])
+            m = m[: len(m) // bins * bins].reshape(-1, bins).mean(1)
+            ax.plot((np.arange(len(m)) + 0.5) * bins, m, color=colors[name], ls=styles[name], label=name)
+        ax.axvline(L, color="gray", lw=0.8)
+        ax.set(xlabel="position in window (gray: L)", ylabel=f"val loss, mean of {bins} positions", title=title,
+               ylim=(low - 0.4, low + 1.5))
+        ax.legend(fontsize=7)
+    files.append(_save(fig, out / "per_position.png"))
+    return files
+
+
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path.name
+
+
+def main(argv: list[str] | None = None, progress: bool = True) -> dict:
+    """CLI entry (module docstring); returns what results.json holds."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = " ".join(["python compare.py", *argv])
+    paths = None
+    if "--eval-only" in argv:
+        i = argv.index("--eval-only")
+        j = next((n for n in range(i + 1, len(argv)) if argv[n].startswith("--")), len(argv))
+        paths, argv = argv[i + 1 : j], argv[:i] + argv[j:]
+        if not paths:
+            raise ValueError("--eval-only needs run dirs: --eval-only out/RUN [out/RUN2 ...]")
+    if "--quick" in argv:
+        argv.remove("--quick")
+        if argv and not argv[0].startswith("--"):
+            raise ValueError(f"--quick is the preset {QUICK_PRESET}; give one or the other, not {argv[0]!r} too")
+        argv.insert(0, str(QUICK_PRESET))
+    model_cfg, train_cfg, cmp = parse_config(argv, ModelConfig, TrainConfig, CompareConfig)
+    t0 = time.perf_counter()
+    if paths:
+        records = eval_only(paths, cmp, train_cfg, progress)
+        out = cmp.report_dir or os.path.commonpath([Path(r["summary"]["out_dir"]).resolve().parent for r in records])
+    else:
+        records = run_grid(model_cfg, train_cfg, cmp, progress)
+        out = cmp.report_dir or train_cfg.out_dir
+    return write_report(records, cmp, Path(out), command, time.perf_counter() - t0)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("stopped; the same command resumes the grid (finished runs and checkpoints are kept)")
