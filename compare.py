@@ -43,9 +43,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from configurator import parse_config
 from data.prepare import DATA_DIR, load_meta, prepare
 from model import GPT, POS_ENCODINGS, ModelConfig
-from train import TrainConfig, get_batch, load_run, parse_config, train
+from train import TrainConfig, auto_device, get_batch, load_run, train, write_json
 
 QUICK_PRESET = Path(__file__).resolve().parent / "config" / "ablation_quick.py"
 METHODS = ("linear", "ntk", "dynamic", "yarn")
@@ -282,18 +283,6 @@ def evaluate_run(run_dir, cmp: CompareConfig, device="cpu") -> dict:
 # ----------------------------------------------------------------------------- grid
 
 
-def _device(tcfg: TrainConfig) -> str:
-    if tcfg.device != "auto":
-        return tcfg.device
-    return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def run_grid(model_cfg: ModelConfig, train_cfg: TrainConfig, cmp: CompareConfig, progress=True) -> list[dict]:
     """Train and evaluate every (entry, seed) not done yet; return the records (compare.json) of all."""
     records, jobs = [], list(itertools.product(cmp.entries(), range(cmp.n_seeds)))
@@ -313,10 +302,10 @@ def run_grid(model_cfg: ModelConfig, train_cfg: TrainConfig, cmp: CompareConfig,
             if summary["interrupted"]:
                 raise KeyboardInterrupt
             record = {"label": entry, "seed": tcfg.seed, "configs": configs, "summary": summary}
-            _write_json(path, record)
+            write_json(path, record)
         if record.get("eval_settings") != cmp.eval_settings(mcfg.block_size):
-            record |= evaluate_run(run_dir, cmp, _device(tcfg)) | {"eval_settings": cmp.eval_settings(mcfg.block_size)}
-            _write_json(path, record)
+            record |= evaluate_run(run_dir, cmp, auto_device(tcfg.device)) | {"eval_settings": cmp.eval_settings(mcfg.block_size)}
+            write_json(path, record)
         records.append(record)
     return records
 
@@ -346,7 +335,7 @@ def eval_only(paths: list[str], cmp: CompareConfig, train_cfg: TrainConfig, prog
             k: float(np.median([r[k] for r in steps])) if steps else None for k in ("ms_per_iter", "tokens_per_sec")}
         records.append({"label": old.get("label", label_of(mcfg)), "seed": tcfg.seed, "summary": summary,
                         "configs": {"model": mcfg.to_dict(), "train": dataclasses.asdict(tcfg)}}
-                       | evaluate_run(d, cmp, _device(train_cfg)))
+                       | evaluate_run(d, cmp, auto_device(train_cfg.device)))
     if len({r["configs"]["model"]["block_size"] for r in records}) > 1:
         raise ValueError("--eval-only runs must share one block_size (the table's rows are multiples of it)")
     return records
@@ -456,7 +445,7 @@ def write_report(records: list[dict], cmp: CompareConfig, out: Path, command: st
     (out / "report.md").write_text("\n".join(md), encoding="utf-8")
     results = {"command": command, "wall_s": wall_s, "busy_s": busy_s, "block_size": L, "compare": dataclasses.asdict(cmp),
                **agg, "within_spread": notes, "runs": records}
-    _write_json(out / "results.json", results)
+    write_json(out / "results.json", results)
     print("\n".join([*md[2:5], tables[0], f"{len(notes)} differences smaller than the spread; report: "
                      f"{out / 'report.md'}" + ("" if plots else f"\n{md[-2]}")]))
     return results

@@ -12,7 +12,7 @@ import torch
 
 from data.tokenizers import get_tokenizer
 from model import GPT
-from train import load_run
+from train import auto_device, load_run
 
 
 def generate_text(
@@ -79,11 +79,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--device", default="auto", help="auto = cuda > mps > cpu")
     args = parser.parse_args(argv)
-    device = args.device
-    if device == "auto":
-        device = (
-            "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-        )
+    device = auto_device(args.device)
     texts = sample(
         args.run_dir,
         args.prompt,

@@ -175,13 +175,16 @@ def get_lr(it: int, cfg: TrainConfig) -> float:
 # ----------------------------------------------------------------------------- helpers
 
 
+def auto_device(device: str = "auto") -> str:
+    """`device` itself, or for "auto" the best available: cuda > mps > cpu."""
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+
+
 def _resolve_device(cfg: TrainConfig) -> tuple[str, torch.dtype]:
     """(device, compute dtype) for the `auto` settings; a torchrun process takes the GPU of its LOCAL_RANK."""
-    device = cfg.device
-    if device == "auto":
-        device = (
-            "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-        )
+    device = auto_device(cfg.device)
     kind = torch.device(device).type
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(
@@ -257,7 +260,8 @@ def _env_info(device: str, world_size: int) -> dict:
     }
 
 
-def _write_json(path: Path, obj) -> None:
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically (temp file + rename)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
@@ -400,8 +404,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, progress: bool = Tr
         metrics = None
         if master:
             out.mkdir(parents=True, exist_ok=True)
-            _write_json(out / "config.json", {"model": model_cfg.to_dict(), "train": dataclasses.asdict(cfg)})
-            _write_json(out / "env.json", _env_info(device, world))
+            write_json(out / "config.json", {"model": model_cfg.to_dict(), "train": dataclasses.asdict(cfg)})
+            write_json(out / "env.json", _env_info(device, world))
             path = out / "metrics.jsonl"
             old = path.read_text(encoding="utf-8").splitlines() if ckpt and path.exists() else []
             # a resumed run continues the log; rows from after the checkpoint will be replayed, drop them
