@@ -1,0 +1,411 @@
+"""Training-step speed and memory of every positional encoding, side by side with the Hugging Face peers.
+
+One training step = forward + loss + backward + AdamW step + zero_grad(set_to_none=True), on the same
+random tokens for every model. Models: ours with each scheme in `model.POS_ENCODINGS`, and (with
+--peers) `transformers`' GPT2LMHeadModel (same dims, exact GELU, learned positions) and
+LlamaForCausalLM (same layers/heads/width/context, RoPE theta 10000, tied embeddings; it differs from
+ours by RMSNorm, a SwiGLU MLP of about the same parameter count, and no biases). Peers get their
+fastest training settings: SDPA attention, dropout 0, use_cache=False. Every model uses the same
+AdamW (`GPT.configure_optimizers`, fused on CUDA).
+
+Timing: after warm-up, the models take turns, one step each per round, the order rotated every
+round, so drifts in CPU clock or load hit all of them alike; each step is timed alone and the
+median is reported. Peak memory: on CUDA, this model's parameters + optimizer state + the step's
+peak allocation; on CPU, the growth of the peak RSS of a fresh process that trains only this model.
+
+    python bench.py                           # CPU: baby and small shapes, float32
+    python bench.py --device cuda             # baby + GPT-2 small shape, bf16 autocast, MFU
+    python bench.py --config small --compile  # torch.compile every model (peers too)
+"""
+
+import argparse
+import gc
+import multiprocessing
+import os
+import re
+import statistics
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from model import GPT, POS_ENCODINGS, ModelConfig
+
+
+@dataclass(frozen=True)
+class Shape:
+    batch_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    vocab_size: int
+
+
+# baby: nanoGPT's Shakespeare-char model; small: a CPU-sized GPT-2 shape, on CUDA GPT-2 small (124M)
+# itself at nanoGPT's bench.py batch. The vocabulary is Shakespeare-char's, or GPT-2's padded to 64.
+SHAPES = {
+    "cpu": {"baby": Shape(12, 64, 4, 4, 128, 65), "small": Shape(8, 256, 6, 6, 384, 65)},
+    "cuda": {"baby": Shape(12, 64, 4, 4, 128, 65), "small": Shape(12, 1024, 12, 12, 768, 50304)},
+}
+
+# Dense bf16 tensor-core peak FLOP/s by device-name substring, first match wins (vendor datasheets).
+PEAK_BF16_FLOPS = [
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+]
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class Result:
+    name: str
+    params: int
+    flops_per_token: float
+    step_times: list[float]  # seconds
+    tokens_per_step: int
+    peak_mib: float | None = None
+    mfu: float | None = None
+
+    @property
+    def ms(self) -> float:
+        return 1e3 * statistics.median(self.step_times)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_per_step / statistics.median(self.step_times)
+
+    @property
+    def iqr_pct(self) -> float:
+        """Interquartile range of the step times, % of the median: the run's noise."""
+        if len(self.step_times) < 2:
+            return 0.0
+        q1, _, q3 = statistics.quantiles(self.step_times, n=4)
+        return 100 * (q3 - q1) / statistics.median(self.step_times)
+
+
+def model_names(peers: bool) -> list[str]:
+    names = [f"ours:{p}" for p in POS_ENCODINGS]
+    return [*names, "hf:gpt2", "hf:llama"] if peers else names
+
+
+def peer_of(name: str) -> str | None:
+    """The Hugging Face model a row is compared with: Llama for RoPE, GPT-2 (learned) for the others."""
+    if name.startswith("hf:"):
+        return None
+    return "hf:llama" if name == "ours:rope" else "hf:gpt2"
+
+
+def llama_intermediate_size(n_embd: int) -> int:
+    """SwiGLU width giving about our MLP's 8 C^2 weights with 3 matrices: 8/3 C, rounded to a multiple of 8."""
+    return 8 * round(n_embd / 3)
+
+
+def build(name: str, shape: Shape) -> torch.nn.Module:
+    """`ours:<pos_enc>`, `hf:gpt2` or `hf:llama` with the shape's dimensions, dropout 0, on the CPU."""
+    torch.manual_seed(0)
+    dims = dict(vocab_size=shape.vocab_size, n_layer=shape.n_layer, n_head=shape.n_head, n_embd=shape.n_embd)
+    if name.startswith("ours:"):
+        return GPT(ModelConfig(block_size=shape.block_size, dropout=0.0, pos_enc=name[5:], **dims))
+    no_tokens = dict(bos_token_id=None, eos_token_id=None, use_cache=False, attn_implementation="sdpa")
+    if name == "hf:gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        cfg = GPT2Config(
+            n_positions=shape.block_size, activation_function="gelu",  # exact GELU, as ours
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **dims, **no_tokens,
+        )  # fmt: skip
+        model = GPT2LMHeadModel(cfg)
+        model.loss_type = "ForCausalLM"  # what HF falls back to anyway, minus a warning per model
+        return model
+    if name == "hf:llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        cfg = LlamaConfig(
+            vocab_size=shape.vocab_size, hidden_size=shape.n_embd, num_hidden_layers=shape.n_layer,
+            num_attention_heads=shape.n_head, intermediate_size=llama_intermediate_size(shape.n_embd),
+            max_position_embeddings=shape.block_size, rope_theta=10000.0, tie_word_embeddings=True,
+            attention_dropout=0.0, **no_tokens,
+        )  # fmt: skip
+        return LlamaForCausalLM(cfg)
+    raise ValueError(f"unknown model {name!r}; known: {model_names(peers=True)}")
+
+
+def flops_per_token(model: torch.nn.Module, shape: Shape) -> float:
+    """Training FLOPs per token, the formula of `GPT.flops_per_token` applied to any model: 6 per matmul
+    weight (all parameters but embedding tables, plus the output head) + 12 * n_layer * C * T."""
+    if isinstance(model, GPT):
+        return model.flops_per_token(shape.block_size)
+    tables = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    weights = (
+        sum(p.numel() for p in model.parameters()) - tables + model.get_output_embeddings().weight.numel()
+    )
+    return 6.0 * weights + 12.0 * shape.n_layer * shape.n_embd * shape.block_size
+
+
+class Trainer:
+    """One model, its AdamW and its training step on a fixed batch."""
+
+    def __init__(self, name: str, shape: Shape, device: str, dtype: torch.dtype, compile: bool):
+        self.name, self.device = name, device
+        self.raw = build(name, shape).to(device).train()
+        # configure_optimizers only reads parameters(), so the peers get exactly our optimizer
+        self.optimizer = GPT.configure_optimizers(self.raw, 0.1, 6e-4, (0.9, 0.95), device)
+        self.model = torch.compile(self.raw) if compile else self.raw
+        self.autocast_dtype = dtype
+        self.params = sum(p.numel() for p in self.raw.parameters())  # tied weights once
+        self.flops = flops_per_token(self.raw, shape)
+
+    def loss(self, idx, targets):
+        if self.name.startswith("ours:"):
+            return self.model(idx, targets)[1]
+        return self.model(input_ids=idx, labels=idx).loss  # HF shifts the labels inside (B x (T-1) targets)
+
+    def step(self, idx, targets) -> None:
+        with torch.autocast(self.device, self.autocast_dtype, enabled=self.autocast_dtype != torch.float32):
+            loss = self.loss(idx, targets)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def static_bytes(self) -> int:
+        tensors = [*self.raw.parameters(), *self.raw.buffers()]
+        tensors += [t for s in self.optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def make_batch(shape: Shape, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1337)
+    x = torch.randint(shape.vocab_size, (shape.batch_size, shape.block_size + 1), generator=g)
+    return x[:, :-1].contiguous().to(device), x[:, 1:].contiguous().to(device)  # (B, T) each
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(trainers: list[Trainer], batch, steps: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per step for each trainer: `warmup` untimed steps each, then `steps` rounds in which
+    every trainer times one step, the order rotated by one each round (so no model always follows
+    the same one, and a burst of load or a clock change is shared by all)."""
+    device = trainers[0].device
+    for t in trainers:
+        for _ in range(warmup):
+            t.step(*batch)
+    times = {t.name: [] for t in trainers}
+    for r in range(steps):
+        k = r % len(trainers)
+        for t in trainers[k:] + trainers[:k]:
+            sync(device)
+            t0 = time.perf_counter()
+            t.step(*batch)
+            sync(device)
+            times[t.name].append(time.perf_counter() - t0)
+    return times
+
+
+def cuda_peak_mib(trainer: Trainer, batch) -> float:
+    """Parameters + buffers + optimizer state + the peak a step allocates on top (grads, activations)."""
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    trainer.step(*batch)
+    torch.cuda.synchronize()
+    return (trainer.static_bytes() + torch.cuda.max_memory_allocated() - before) / 2**20
+
+
+def _proc_status_kib(key: str) -> int:
+    return int(
+        re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE).group(1)
+    )
+
+
+def cpu_peak_rss_mib(name: str, shape: Shape, dtype_name: str, compile: bool) -> float | None:
+    """Growth of this process's peak RSS while building `name` and training it for 2 steps; meant to
+    run in a fresh process (`run` spawns one per model) so no other model's memory is counted.
+
+    A 1-layer, 1-sequence copy of the model trains one step first, so one-time runtime costs (thread
+    pools, oneDNN kernels, imports: ~130 MiB) stay out of the number. Linux only (VmHWM in
+    /proc/self/status, reset through /proc/self/clear_refs), None elsewhere; getrusage's ru_maxrss
+    would not do, as Linux carries it over from the parent process across fork and exec."""
+    if not Path("/proc/self/clear_refs").exists():
+        return None
+    stub = replace(shape, batch_size=1, block_size=min(shape.block_size, 16), n_layer=1)
+    warm = Trainer(name, stub, "cpu", DTYPES[dtype_name], compile)
+    warm.step(*make_batch(stub, "cpu"))
+    del warm
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
+    before = _proc_status_kib("VmRSS")
+    trainer = Trainer(name, shape, "cpu", DTYPES[dtype_name], compile)
+    batch = make_batch(shape, "cpu")
+    for _ in range(2):
+        trainer.step(*batch)
+    return (_proc_status_kib("VmHWM") - before) / 1024
+
+
+def cpu_peak_rss_fresh(names: list[str], shape: Shape, dtype_name: str, compile: bool) -> list[float | None]:
+    """`cpu_peak_rss_mib` of each model, each in a fresh process (spawned: a forked child would share
+    the parent's heap, and freed memory reused there would not show as growth)."""
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        return pool.starmap(cpu_peak_rss_mib, [(n, shape, dtype_name, compile) for n in names], chunksize=1)
+
+
+def peak_bf16_flops(device_name: str) -> float | None:
+    return next((peak for key, peak in PEAK_BF16_FLOPS if key in device_name), None)
+
+
+def run(
+    shape: Shape,
+    device: str,
+    dtype_name: str,
+    steps: int,
+    warmup: int,
+    compile: bool = False,
+    peers: bool = True,
+    memory: bool = True,
+) -> list[Result]:
+    """Benchmark every model at one shape; Results in `model_names(peers)` order."""
+    if compile:
+        # Our models share GPT.forward: a fresh cache per shape keeps each scheme's graph static and
+        # under dynamo's recompile limit (past it, dynamo silently runs the model eagerly).
+        torch._dynamo.reset()
+    trainers = [Trainer(n, shape, device, DTYPES[dtype_name], compile) for n in model_names(peers)]
+    batch = make_batch(shape, device)
+    times = time_steps(trainers, batch, steps, warmup)
+    tokens = shape.batch_size * shape.block_size
+    results = [Result(t.name, t.params, t.flops, times[t.name], tokens) for t in trainers]
+    peak = peak_bf16_flops(torch.cuda.get_device_name()) if device == "cuda" else None
+    for t, r in zip(trainers, results, strict=True):
+        if memory and device == "cuda":
+            r.peak_mib = cuda_peak_mib(t, batch)
+        if peak is not None and dtype_name == "bfloat16":
+            r.mfu = r.tokens_per_s * r.flops_per_token / peak
+    del trainers
+    if memory and device == "cpu":  # after the timing, so the probes never compete with it
+        mibs = cpu_peak_rss_fresh([r.name for r in results], shape, dtype_name, compile)
+        for r, mib in zip(results, mibs, strict=True):
+            r.peak_mib = mib
+    return results
+
+
+def format_table(results: list[Result]) -> str:
+    """Markdown table: one row per model, ratios of tokens/s against ours:learned and the row's peer."""
+    by_name = {r.name: r for r in results}
+    base = by_name.get("ours:learned")
+    lines = [
+        "| model | params | MFLOP/token | ms/step | IQR | tokens/s | vs ours:learned | vs peer | peak MiB | MFU |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in results:
+        peer = by_name.get(peer_of(r.name) or "")
+        cells = [
+            r.name,
+            f"{r.params / 1e6:.2f}M",
+            f"{r.flops_per_token / 1e6:.1f}",
+            f"{r.ms:.1f}",
+            f"{r.iqr_pct:.0f}%",
+            f"{r.tokens_per_s:,.0f}",
+            f"{r.tokens_per_s / base.tokens_per_s:.2f}x" if base else "-",
+            f"{r.tokens_per_s / peer.tokens_per_s:.2f}x vs {peer.name}" if peer else "-",
+            "n/a" if r.peak_mib is None else f"{r.peak_mib:,.0f}",
+            "n/a" if r.mfu is None else f"{100 * r.mfu:.1f}%",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_checks(results: list[Result]) -> str:
+    """The README's targets, measured (no pass/fail gate: timings are too noisy to assert on)."""
+    s = {r.name: r.tokens_per_s for r in results}
+    checks = []
+    if "hf:gpt2" in s:
+        checks.append(f"ours:learned / hf:gpt2 = {s['ours:learned'] / s['hf:gpt2']:.2f}x (target >= 1.3x)")
+    if "hf:llama" in s:
+        checks.append(f"ours:rope / hf:llama = {s['ours:rope'] / s['hf:llama']:.2f}x (target >= 1.3x)")
+    for name in ("rope", "alibi"):
+        cost = 100 * (1 - s[f"ours:{name}"] / s["ours:learned"])
+        target = " (target <= 5%)" if name == "rope" else ""
+        checks.append(f"{name} costs {cost:+.1f}% tokens/s vs learned{target}")
+    return "; ".join(checks)
+
+
+def int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--config", choices=["baby", "small", "all"], default="all")
+    parser.add_argument("--steps", type=int_at_least(1), default=20, help="timed steps per model")
+    parser.add_argument("--warmup", type=int_at_least(0), default=3, help="untimed steps per model")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model")
+    parser.add_argument(
+        "--dtype", choices=["auto", *DTYPES], default="auto", help="auto: bf16 on CUDA, else fp32"
+    )
+    parser.add_argument(
+        "--peers", action=argparse.BooleanOptionalAction, default=True, help="HF GPT-2 and Llama"
+    )
+    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True, help="peak memory")
+    args = parser.parse_args(argv)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if args.compile and args.warmup < 1:
+        parser.error("--compile needs --warmup >= 1: the first step of each model compiles it")
+    if device == "cuda" and not torch.cuda.is_available():
+        parser.error(
+            f"--device cuda, but CUDA is not available to torch {torch.__version__}; use --device cpu"
+        )
+    dtype = ("bfloat16" if device == "cuda" else "float32") if args.dtype == "auto" else args.dtype
+    if args.peers:
+        try:
+            import transformers
+        except ImportError:
+            parser.error("--peers needs `pip install transformers`; or pass --no-peers")
+    if device == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 for fp32 matmuls, every model alike
+
+    hardware = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {os.cpu_count()} cores"
+    versions = f"torch {torch.__version__}" + (
+        f", transformers {transformers.__version__}" if args.peers else ""
+    )
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    wait_policy = os.environ.get("OMP_WAIT_POLICY", "unset")
+    print(f"{hardware}; {versions}; {torch.get_num_threads()} threads, OMP_WAIT_POLICY {wait_policy}")
+    print(f"load average {'n/a' if load is None else ' / '.join(f'{x:.2f}' for x in load)} (1/5/15 min)")
+    if device == "cpu" and load and load[0] >= (os.cpu_count() or 1) and wait_policy == "unset":
+        print(
+            "note: the machine is busy; OpenMP threads spin while they wait, get descheduled and make "
+            "steps several times slower, unevenly. Rerun when idle, or with OMP_WAIT_POLICY=PASSIVE."
+        )
+    print(
+        f"dtype {dtype}, compile {args.compile}; median of {args.steps} steps after {args.warmup} warm-up\n"
+    )
+    names = ["baby", "small"] if args.config == "all" else [args.config]
+    for name in names:
+        shape = SHAPES[device][name]
+        results = run(shape, device, dtype, args.steps, args.warmup, args.compile, args.peers, args.memory)
+        print(f"{name}: {shape}, {shape.batch_size * shape.block_size:,} tokens/step")
+        print(format_table(results))
+        print(format_checks(results) + "\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()

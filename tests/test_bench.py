@@ -1,0 +1,84 @@
+"""bench.py: a 2-step smoke run at a tiny shape, the FLOPs formula and argument errors (no timings asserted)."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import bench
+from model import POS_ENCODINGS
+
+TINY = bench.Shape(batch_size=2, block_size=16, n_layer=1, n_head=2, n_embd=32, vocab_size=65)
+
+
+def test_smoke_two_steps_with_peers():
+    pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    results = bench.run(TINY, "cpu", "float32", steps=2, warmup=1, memory=False)
+    assert [r.name for r in results] == [f"ours:{p}" for p in POS_ENCODINGS] + ["hf:gpt2", "hf:llama"]
+    for r in results:
+        assert len(r.step_times) == 2 and r.tokens_per_s > 0 and r.peak_mib is None and r.mfu is None
+    table = bench.format_table(results)
+    assert table.count("\n") == len(results) + 1 and "1.00x" in table
+    assert "hf:llama" in bench.format_checks(results)
+
+
+def test_main_cli_without_peers(capsys):
+    torch.manual_seed(0)
+    bench.main(
+        ["--device", "cpu", "--config", "baby", "--steps", "2", "--warmup", "0", "--no-peers", "--no-memory"]
+    )
+    out = capsys.readouterr().out
+    assert "torch " + torch.__version__ in out and "| ours:rope |" in out and "hf:" not in out
+
+
+def test_flops_per_token_and_peer_sizes():
+    pytest.importorskip("transformers")
+    ours = bench.build("ours:rope", TINY)
+    assert bench.flops_per_token(ours, TINY) == ours.flops_per_token(TINY.block_size)
+    llama = bench.build("hf:llama", TINY)
+    L, C, T, V, inter = (
+        TINY.n_layer,
+        TINY.n_embd,
+        TINY.block_size,
+        TINY.vocab_size,
+        bench.llama_intermediate_size(32),
+    )
+    weights = (
+        L * (4 * C * C + 3 * C * inter + 2 * C) + C + V * C
+    )  # q k v o, SwiGLU, 2 RMSNorms; final norm; head
+    assert bench.flops_per_token(llama, TINY) == 6 * weights + 12 * L * C * T
+    assert math.isclose(3 * C * inter, 8 * C * C, rel_tol=0.05)  # SwiGLU sized like our 4C GELU MLP
+    assert llama.lm_head.weight is llama.model.embed_tokens.weight
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak RSS needs Linux /proc")
+def test_cpu_peak_rss_is_measured_in_a_fresh_process():
+    baby = bench.SHAPES["cpu"]["baby"]
+    (mib,) = bench.cpu_peak_rss_fresh(["ours:learned"], baby, "float32", compile=False)
+    # at least parameters, gradients and the two AdamW moments in float32
+    assert mib > 4 * 4 * 0.8e6 / 2**20
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--steps", "0"], "--steps: must be an integer >= 1, got '0'"),
+        (["--warmup", "-1"], "--warmup: must be an integer >= 0, got '-1'"),
+        (["--config", "huge"], "invalid choice: 'huge'"),
+        (["--dtype", "float16"], "invalid choice: 'float16'"),
+        (["--compile", "--warmup", "0"], "--compile needs --warmup >= 1"),
+    ],
+)
+def test_bad_arguments_are_named(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(argv)
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_cuda_requested_without_cuda(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--device", "cuda"])
+    assert "CUDA is not available" in capsys.readouterr().err
