@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle  # only for the exception type torch.load raises on a corrupt file
 import platform
 import signal
 import subprocess
@@ -538,8 +539,13 @@ def load_run(run_dir, device="cpu") -> tuple[GPT, ModelConfig, TrainConfig, dict
         raise FileNotFoundError(
             f"no checkpoint at {path}; train one first: python train.py --out_dir={run_dir}"
         )
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    model_cfg, train_cfg = ModelConfig(**ckpt["model_config"]), TrainConfig(**ckpt["train_config"])
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        model_cfg, train_cfg = ModelConfig(**ckpt["model_config"]), TrainConfig(**ckpt["train_config"])
+    except (RuntimeError, EOFError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        raise ValueError(
+            f"{path} is not a readable nanorope checkpoint ({type(e).__name__}); retrain or restore it"
+        ) from None
     model = GPT(model_cfg)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), model_cfg, train_cfg, ckpt["meta"]

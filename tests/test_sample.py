@@ -85,3 +85,9 @@ def test_cli(run_dir, monkeypatch, capsys):
     assert len(lines) == 4 and lines[0] == lines[2] and len(lines[0]) == 6 and lines[0].startswith("x")
     with pytest.raises(SystemExit, match=r"^error: characters \['€'\]"):
         run_cli(monkeypatch, run_dir, "--prompt=€")
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "ckpt.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable nanorope checkpoint"):
+        T.load_run(tmp_path)
