@@ -6,7 +6,7 @@ random tokens for every model. Models: ours with each scheme in `model.POS_ENCOD
 LlamaForCausalLM (same layers/heads/width/context, RoPE theta 10000, tied embeddings; it differs from
 ours by RMSNorm, a SwiGLU MLP of about the same parameter count, and no biases). Peers get their
 fastest training settings: SDPA attention, dropout 0, use_cache=False. Every model uses the same
-AdamW (`GPT.configure_optimizers`, fused on CUDA).
+AdamW (`GPT.configure_optimizers`, fused).
 
 Timing: after warm-up, the models take turns, one step each per round, the order rotated every
 round, so drifts in CPU clock or load hit all of them alike; each step is timed alone and the
@@ -334,7 +334,8 @@ def format_checks(results: list[Result]) -> str:
     for name in ("rope", "alibi"):
         cost = 100 * (1 - s[f"ours:{name}"] / s["ours:learned"])
         target = " (target <= 5%)" if name == "rope" else ""
-        checks.append(f"{name} costs {cost:+.1f}% tokens/s vs learned{target}")
+        direction = "fewer" if cost >= 0 else "more"
+        checks.append(f"{name}: {abs(cost):.1f}% {direction} tokens/s than learned{target}")
     return "; ".join(checks)
 
 

@@ -113,9 +113,10 @@ class PositionalEncoding(nn.Module):
         """x: token embeddings (B, T, C) of positions offset..offset+T-1 -> input of the first block."""
         return x
 
-    def rotate(self, q: torch.Tensor, k: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """q, k: (B, nh, T, hs) at positions offset..offset+T-1 -> the same, position-encoded."""
-        return q, k
+    def rotate(self, qk: torch.Tensor, offset: int) -> torch.Tensor:
+        """qk: queries and keys stacked, (2, B, nh, T, hs), at positions offset..offset+T-1 -> the same,
+        position-encoded. Stacked so that RoPE rotates both in one call (docs/BENCH.md: cheaper than two)."""
+        return qk
 
     def attn_bias(self, q_len: int, k_len: int, device: torch.device) -> torch.Tensor | None:
         """Mask for queries at positions k_len-q_len..k_len-1 over keys 0..k_len-1, broadcastable to
@@ -170,8 +171,8 @@ class SinusoidalPositions(PositionalEncoding):
 
     def _table(self, n: int, device=None) -> torch.Tensor:
         pos = torch.arange(n, dtype=torch.float32, device=device)[:, None]  # (n, 1)
-        inv_freq = 10000.0 ** (-torch.arange(0, self.n_embd, 2, dtype=torch.float32, device=device) / self.n_embd)
-        angles = pos * inv_freq  # (n, ceil(C/2))
+        two_i = torch.arange(0, self.n_embd, 2, dtype=torch.float32, device=device)  # 2i
+        angles = pos * 10000.0 ** (-two_i / self.n_embd)  # (n, ceil(C/2))
         pe = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1)[:, : self.n_embd]  # (n, C)
         return self.scale * pe
 
@@ -212,8 +213,8 @@ class Rotary(PositionalEncoding):
             )
         cls._rotary(config, max_seq_len=1)  # rope.py names any bad rope_* value
 
-    def rotate(self, q, k, offset):
-        return self.rotary(q, offset), self.rotary(k, offset)
+    def rotate(self, qk, offset):
+        return self.rotary(qk, offset)
 
 
 def alibi_slopes(n_head: int) -> torch.Tensor:
@@ -276,18 +277,18 @@ class KVCache:
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
+        self.n_head, self.dropout = config.n_head, config.dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, pe: PositionalEncoding, bias, offset: int, cache: KVCache | None, layer: int):
         B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        q, k = pe.rotate(q, k, offset)
+        # c_attn's output is [q | k | v], each [head 0 | head 1 | ...], so this is a view, (3, B, nh, T, hs)
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        qk, v = qkv.split((2, 1))  # split, not indexing: its backward is one cat
+        q, k = pe.rotate(qk, offset).unbind(0)  # (B, nh, T, hs) each
+        v = v[0]  # (B, nh, T, hs)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, S, hs)
         y = F.scaled_dot_product_attention(
@@ -420,10 +421,12 @@ class GPT(nn.Module):
         return idx
 
     def configure_optimizers(self, weight_decay: float, learning_rate: float, betas, device_type: str):
-        """AdamW with weight decay on matrices and embeddings only (not on biases or LayerNorm gains)."""
+        """AdamW with weight decay on matrices and embeddings only (not on biases or LayerNorm gains).
+        Fused (one kernel for all parameters) on CPU and CUDA, as `transformers`' Trainer defaults to:
+        on CPU the unfused AdamW loops over parameters in Python, ~6% of a step at the baby size."""
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == "cuda")
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type in ("cpu", "cuda"))

@@ -146,7 +146,7 @@ def test_attention_layer_equals_manual_attention(pos_enc):
     x = torch.randn(2, 12, 32, generator=torch.Generator().manual_seed(6))
     B, T, C = x.shape
     q, k, v = (t.view(B, T, 4, 8).transpose(1, 2) for t in attn.c_attn(x).split(C, dim=2))
-    q, k = pe.rotate(q, k, 0)
+    q, k = pe.rotate(torch.stack((q, k)), 0).unbind(0)
     bias = None
     if pos_enc == "alibi":  # independent construction of Press et al.'s bias
         i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
@@ -203,9 +203,10 @@ def test_rope_scheme_uses_rope_py():
     from rope import RotaryEmbedding
 
     model = model_for("rope", rope_base=500.0, rope_dim=4)
-    q, k = torch.randn(2, 1, 4, 10, 8).unbind(0)
+    qk = torch.randn(2, 1, 4, 10, 8)  # (2, B, nh, T, hs): q and k stacked
+    q, k = qk.unbind(0)
     ref = RotaryEmbedding(8, base=500.0, rotary_dim=4)
-    q2, k2 = model.transformer.wpe.rotate(q, k, 3)
+    q2, k2 = model.transformer.wpe.rotate(qk, 3).unbind(0)
     torch.testing.assert_close(q2, ref(q, 3))
     torch.testing.assert_close(k2, ref(k, 3))
 
@@ -213,7 +214,10 @@ def test_rope_scheme_uses_rope_py():
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
-        (dict(pos_enc="xpos"), r"pos_enc='xpos' is not one of \['alibi', 'learned', 'none', 'rope', 'sinusoidal'\]"),
+        (
+            dict(pos_enc="xpos"),
+            r"pos_enc='xpos' is not one of \['alibi', 'learned', 'none', 'rope', 'sinusoidal'\]",
+        ),
         (dict(n_embd=30), "n_embd=30 must be divisible by n_head=4"),
         (dict(n_embd=36, n_head=4), "even head size"),
         (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
@@ -246,3 +250,25 @@ def test_optimizer_groups_and_flops():
     assert n_opt == model.num_params(non_embedding=False)
     N = model.num_params() + 128 * 32
     assert model.flops_per_token() == 6 * N + 12 * 2 * 32 * 16
+
+
+def test_fused_cpu_adamw_matches_the_reference_loop():
+    """CPU training uses the fused AdamW kernel; three steps agree with torch's per-parameter loop to
+    fp32 rounding of the updates (lr 1e-2, so atol 1e-5 is a thousandth of a step)."""
+    models = [model_for("rope", seed=3) for _ in range(2)]
+    fused = models[0].configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+    params = dict(zip(models[0].parameters(), models[1].parameters(), strict=True))  # fused's -> loop's
+    loop_groups = [
+        {"params": [params[p] for p in g["params"]], "weight_decay": g["weight_decay"]}
+        for g in fused.param_groups
+    ]
+    loop = torch.optim.AdamW(loop_groups, lr=1e-2, betas=(0.9, 0.95), foreach=False)
+    assert fused.defaults["fused"] and not loop.defaults["fused"]
+    idx = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(8))
+    for _ in range(3):
+        for model, opt in zip(models, (fused, loop), strict=True):
+            model(idx, targets=idx)[1].backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    for p, q in params.items():
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
