@@ -221,7 +221,7 @@ def _load_checkpoint(path: Path, model_cfg: ModelConfig, cfg: TrainConfig, meta:
     """The checkpoint to resume from, after checking that it matches this model, corpus and max_iters."""
     if not path.is_file():
         raise ValueError(f"resume=True but there is no checkpoint at {path}; drop --resume to start afresh")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt, _, _ = read_checkpoint(path)
     saved = ckpt["model_config"]
     diff = {k: (v, saved.get(k)) for k, v in model_cfg.to_dict().items() if saved.get(k) != v}
     if diff:
@@ -531,6 +531,18 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, progress: bool = Tr
     return summary
 
 
+def read_checkpoint(path: Path, device="cpu") -> tuple[dict, ModelConfig, TrainConfig]:
+    """(checkpoint dict, its model config, its train config) from `path`, read with weights_only=True. A file
+    that is not a readable nanorope checkpoint (truncated, corrupt, another program's) is a ValueError."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        return ckpt, ModelConfig(**ckpt["model_config"]), TrainConfig(**ckpt["train_config"])
+    except (RuntimeError, EOFError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        raise ValueError(
+            f"{path} is not a readable nanorope checkpoint ({type(e).__name__}); retrain or restore it"
+        ) from None
+
+
 def load_run(run_dir, device="cpu") -> tuple[GPT, ModelConfig, TrainConfig, dict]:
     """Rebuild (model in eval mode on `device`, its config, the train config, the dataset's meta) from
     run_dir/ckpt.pt alone, read with weights_only=True."""
@@ -539,13 +551,7 @@ def load_run(run_dir, device="cpu") -> tuple[GPT, ModelConfig, TrainConfig, dict
         raise FileNotFoundError(
             f"no checkpoint at {path}; train one first: python train.py --out_dir={run_dir}"
         )
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-        model_cfg, train_cfg = ModelConfig(**ckpt["model_config"]), TrainConfig(**ckpt["train_config"])
-    except (RuntimeError, EOFError, KeyError, TypeError, pickle.UnpicklingError) as e:
-        raise ValueError(
-            f"{path} is not a readable nanorope checkpoint ({type(e).__name__}); retrain or restore it"
-        ) from None
+    ckpt, model_cfg, train_cfg = read_checkpoint(path, device)
     model = GPT(model_cfg)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), model_cfg, train_cfg, ckpt["meta"]

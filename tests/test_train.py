@@ -123,6 +123,9 @@ def test_resume_checks(tmp_path, corpus):
     run(tmp_path, corpus, max_iters=0)
     with pytest.raises(ValueError, match="n_layer"):
         run(tmp_path, corpus, resume=True, n_layer=3)
+    (tmp_path / "run/ckpt.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable nanorope checkpoint"):
+        run(tmp_path, corpus, resume=True)
 
 
 @pytest.mark.parametrize("eval_interval, message, kept", [(2, "eval loss", 2), (100, "train loss is nan", 0)])
