@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from model import GPT, POS_ENCODINGS, ModelConfig
+from train import peak_bf16_flops
 
 
 @dataclass(frozen=True)
@@ -49,17 +50,6 @@ SHAPES = {
     "cpu": {"baby": Shape(12, 64, 4, 4, 128, 65), "small": Shape(8, 256, 6, 6, 384, 65)},
     "cuda": {"baby": Shape(12, 64, 4, 4, 128, 65), "small": Shape(12, 1024, 12, 12, 768, 50304)},
 }
-
-# Dense bf16 tensor-core peak FLOP/s by device-name substring, first match wins (vendor datasheets).
-PEAK_BF16_FLOPS = [
-    ("H100 PCIe", 756e12),
-    ("H100 NVL", 835e12),
-    ("H100", 989e12),
-    ("H200", 989e12),
-    ("A100", 312e12),
-    ("L40S", 362e12),
-    ("L4", 121e12),
-]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -257,10 +247,6 @@ def cpu_peak_rss_fresh(names: list[str], shape: Shape, dtype_name: str, compile:
     the parent's heap, and freed memory reused there would not show as growth)."""
     with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
         return pool.starmap(cpu_peak_rss_mib, [(n, shape, dtype_name, compile) for n in names], chunksize=1)
-
-
-def peak_bf16_flops(device_name: str) -> float | None:
-    return next((peak for key, peak in PEAK_BF16_FLOPS if key in device_name), None)
 
 
 def run(

@@ -45,15 +45,18 @@ REPO = Path(__file__).resolve().parent
 DEFAULT_PRESET = REPO / "config" / "default.py"
 EVAL_SEED = 1234  # fixed validation (and train-estimate) batches, shared by every run
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-# Dense bf16 tensor-core peaks (FLOP/s, SXM parts) for MFU, by substring of the CUDA device name, first match.
-BF16_PEAK_FLOPS = {
-    "H100": 989e12,
-    "H200": 989e12,
-    "B200": 2250e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "L4": 121e12,
-}
+# Dense bf16 tensor-core peak FLOP/s for MFU, by substring of the CUDA device name, first match wins
+# (vendor datasheets; so "H100 PCIe" before "H100", "L40S" before "L4").
+PEAK_BF16_FLOPS = [
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("B200", 2250e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+]
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,11 @@ class TrainConfig:
         for name, (ok, allowed) in checks.items():
             if not ok:
                 raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
+
+
+def peak_bf16_flops(device_name: str) -> float | None:
+    """The dense bf16 peak of a CUDA device by its name, None when it is not in PEAK_BF16_FLOPS."""
+    return next((peak for key, peak in PEAK_BF16_FLOPS if key in device_name), None)
 
 
 def _is_device(name: str) -> bool:
@@ -421,7 +429,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, progress: bool = Tr
 
         tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * T  # all processes
         name = torch.cuda.get_device_name(device) if device_type == "cuda" else ""
-        peak = world * next((flops for gpu, flops in BF16_PEAK_FLOPS.items() if gpu in name), math.nan)
+        peak = world * (peak_bf16_flops(name) or math.nan)
         if master:
             print(f"model: {json.dumps(model_cfg.to_dict())}\ntrain: {json.dumps(dataclasses.asdict(cfg))}")
             print(
