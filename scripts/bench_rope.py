@@ -1,9 +1,10 @@
 """How much of an attention block's forward+backward time does RoPE take?
 
-The block is the attention half of a GPT layer: qkv projection, RoPE on q and k, causal SDPA,
-output projection. RoPE's share is measured two ways:
-  alone:      RoPE(q) + RoPE(k), forward+backward, on the strided views the block hands it,
-              divided by the block with RoPE;
+The block is model.py's CausalSelfAttention (qkv projection, RoPE on q and k, causal SDPA, output
+projection) with pos_enc="rope", against the same block with pos_enc="none". RoPE's share is measured
+two ways:
+  alone:      the rope scheme's `rotate` of q and k, forward+backward, on the strided (2, B, nh, T, hs)
+              view the block hands it, divided by the block with RoPE;
   difference: (block with RoPE - block without) / block with RoPE.
 Steps of all three are interleaved over several rounds, so that load from other processes hits
 them alike; each number is the median over all timed steps.
@@ -20,52 +21,37 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from rope import RotaryEmbedding
+from model import POS_ENCODINGS, CausalSelfAttention, ModelConfig
 
 SIZES = [(12, 64, 4, 32), (8, 1024, 12, 64)]  # (B, T, n_head, head_dim): baby CPU size, GPT-2 small
 
 
-class Attention(nn.Module):
-    def __init__(self, n_head: int, head_dim: int, T: int, use_rope: bool):
-        super().__init__()
-        C = n_head * head_dim
-        self.n_head, self.use_rope = n_head, use_rope
-        self.c_attn, self.c_proj = nn.Linear(C, 3 * C), nn.Linear(C, C)
-        self.rotary = RotaryEmbedding(head_dim, max_seq_len=T)
-
-    def qkv(self, x):
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        return [t.view(B, T, self.n_head, -1).transpose(1, 2) for t in (q, k, v)]  # (B, nh, T, hs)
-
-    def forward(self, x):
-        q, k, v = self.qkv(x)
-        if self.use_rope:
-            q, k = self.rotary(q), self.rotary(k)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
-        return self.c_proj(y.transpose(1, 2).reshape(x.shape))
+def block(T, n_head, head_dim, pos_enc, device):
+    """model.py's attention block and the positional encoding it is called with."""
+    cfg = ModelConfig(block_size=T, n_head=n_head, n_embd=n_head * head_dim, pos_enc=pos_enc)
+    return CausalSelfAttention(cfg).to(device), POS_ENCODINGS[pos_enc](cfg).to(device)
 
 
 def bench(B, T, n_head, head_dim, iters, rounds, device, clock):
     torch.manual_seed(0)
     x = torch.randn(B, T, n_head * head_dim, device=device)
-    with_rope = Attention(n_head, head_dim, T, use_rope=True).to(device)
-    without = Attention(n_head, head_dim, T, use_rope=False).to(device)
+    with_rope, rope = block(T, n_head, head_dim, "rope", device)
+    without, nope = block(T, n_head, head_dim, "none", device)
     without.load_state_dict(with_rope.state_dict())
-    q, k, _ = (t.detach().requires_grad_() for t in with_rope.qkv(x))  # strided, as inside the block
-    grad = torch.randn_like(q)
+    # the strided view CausalSelfAttention.forward hands to `rotate`: q and k of the fused projection
+    qkv = with_rope.c_attn(x).detach().view(B, T, 3, n_head, head_dim).permute(2, 0, 3, 1, 4)
+    qk = qkv.split((2, 1))[0].requires_grad_()  # (2, B, nh, T, hs)
+    grad = torch.randn(qk.shape, device=device)
 
     def rope_step():
-        q.grad = k.grad = None  # as in the block, where nothing accumulates into q and k
-        torch.autograd.backward([with_rope.rotary(q), with_rope.rotary(k)], [grad, grad])
+        qk.grad = None  # as in the block, where nothing accumulates into q and k
+        rope.rotate(qk, 0).backward(grad)
 
     steps = {
-        "attn+rope": lambda: with_rope(x).sum().backward(),
-        "attn": lambda: without(x).sum().backward(),
+        "attn+rope": lambda: with_rope(x, rope, None, 0, None, 0).sum().backward(),
+        "attn": lambda: without(x, nope, None, 0, None, 0).sum().backward(),
         "rope": rope_step,
     }
     times = {name: [] for name in steps}
@@ -102,7 +88,7 @@ def main():
         r = bench(B, T, nh, hs, iters, args.rounds, args.device, clock)
         print(
             f"B={B} T={T} n_head={nh} head_dim={hs}: attention+RoPE {r['attn+rope']:.3f}, "
-            f"attention alone {r['attn']:.3f}, RoPE(q)+RoPE(k) {r['rope']:.3f} | RoPE/attention: "
+            f"attention alone {r['attn']:.3f}, RoPE(q, k) {r['rope']:.3f} | RoPE/attention: "
             f"alone {r['rope'] / r['attn+rope']:.1%}, difference {1 - r['attn'] / r['attn+rope']:.1%}"
         )
 
