@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from compare_report import read_metrics, slug, write_report
 from configurator import parse_config
-from data.prepare import DATA_DIR, load_meta, prepare
+from data.prepare import DATA_DIR, load_splits, prepare
 from model import GPT, POS_ENCODINGS, ModelConfig
 from train import TrainConfig, auto_device, get_batch, load_run, train, write_json
 
@@ -244,9 +244,10 @@ def finetune(model: GPT, data: np.ndarray, tcfg: TrainConfig, cmp: CompareConfig
 def val_region(tcfg: TrainConfig, meta: dict, block_size: int, cmp: CompareConfig):
     """The scored validation tokens (module docstring) and the train split (for fine-tuning)."""
     folder = prepare(tcfg.dataset, tcfg.tokenizer, tcfg.data_dir or DATA_DIR)
-    if load_meta(folder)["source_sha256"] != meta["source_sha256"]:
+    folder_meta, splits = load_splits(folder)
+    if folder_meta["source_sha256"] != meta["source_sha256"]:
         raise ValueError(f"{folder} does not hold the text this run was trained on")
-    val, tr = (np.memmap(folder / f"{s}.bin", dtype=meta["dtype"], mode="r") for s in ("val", "train"))
+    val, tr = splits["val"], splits["train"]
     n = min(cmp.eval_windows, (len(val) - 1) // (8 * block_size))
     if n < 1:
         raise ValueError(f"the val split has {len(val)} tokens, fewer than 8 * block_size + 1 = {8 * block_size + 1}")

@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from configurator import parse_config
-from data.prepare import DATA_DIR, load_meta, prepare
+from data.prepare import DATA_DIR, load_splits, prepare
 from data.tokenizers import get_tokenizer
 from model import GPT, ModelConfig
 
@@ -214,8 +214,7 @@ def _load_data(cfg: TrainConfig, block_size: int, ddp: bool, master: bool) -> tu
     folder = prepare(cfg.dataset, cfg.tokenizer, cfg.data_dir or DATA_DIR)
     if ddp and master:
         dist.barrier()
-    meta = load_meta(folder)
-    splits = {s: np.memmap(folder / f"{s}.bin", dtype=meta["dtype"], mode="r") for s in ("train", "val")}
+    meta, splits = load_splits(folder)
     for split, data in splits.items():
         if len(data) < block_size + 1:
             raise ValueError(

@@ -38,6 +38,14 @@ def load_meta(folder: str | Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def load_splits(folder: str | Path) -> tuple[dict, dict[str, np.memmap]]:
+    """(meta.json, {"train": ids, "val": ids}) of a prepared dataset folder, the ids memory-mapped."""
+    meta = load_meta(folder)
+    return meta, {
+        s: np.memmap(Path(folder) / f"{s}.bin", dtype=meta["dtype"], mode="r") for s in ("train", "val")
+    }
+
+
 def _is_prepared(folder: Path, tokenizer: str, sha256: str) -> bool:
     try:
         meta = load_meta(folder)
