@@ -37,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from configurator import parse_config
+from data.corpora import write_atomic
 from data.prepare import DATA_DIR, load_splits, prepare
 from data.tokenizers import get_tokenizer
 from model import GPT, ModelConfig
@@ -269,10 +270,9 @@ def _env_info(device: str, world_size: int) -> dict:
 
 
 def write_json(path: Path, obj) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write JSON atomically (`write_atomic`)."""
+    text = json.dumps(obj, indent=2) + "\n"
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 class _StopSignals:
@@ -405,9 +405,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, progress: bool = Tr
                     "elapsed_s": time.perf_counter() - t0,
                     "rng": rngs,
                 }
-                tmp = ckpt_path.with_name(ckpt_path.name + ".tmp")
-                torch.save(state, tmp)
-                os.replace(tmp, ckpt_path)  # atomic: a crash mid-write leaves the previous checkpoint intact
+                # atomic: a crash mid-write leaves the previous checkpoint intact
+                write_atomic(ckpt_path, lambda f: torch.save(state, f))
 
         metrics = None
         if master:

@@ -119,20 +119,34 @@ def fetch(name: str, download_dir: str | Path, timeout: float = 30.0) -> Path:
         raise RuntimeError(f"{e}\n{hint}") from e
 
 
-def download(url: str, dest: str | Path, sha256: str, timeout: float = 30.0) -> Path:
-    """Download url to dest, checking its sha256; dest is never left partly written.
+def write_atomic(path: str | Path, write) -> None:
+    """Call write(f) on a binary temporary file beside `path`, then rename it onto `path`.
 
-    The bytes go to a temporary file beside dest, which is renamed onto dest only once the checksum
-    matches (a rename within one folder is atomic), and deleted on any failure, Ctrl-C included.
-    ``timeout`` bounds each network operation (connect, each read), in seconds.
+    A rename within one folder is atomic, so `path` is either its old self or the complete new file,
+    never partly written; on any failure in `write` (Ctrl-C included) the temporary file is deleted.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other users
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # no-op after a successful rename
+
+
+def download(url: str, dest: str | Path, sha256: str, timeout: float = 30.0) -> Path:
+    """Download url to dest (`write_atomic`: never left partly written), checking its sha256 before the
+    file takes dest's name. ``timeout`` bounds each network operation (connect, each read), in seconds.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
+
+    def fetch_verified(f) -> None:
         digest, size = hashlib.sha256(), 0
         try:
-            with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as response:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
                 while chunk := response.read(1 << 16):
                     digest.update(chunk)
                     size += len(chunk)
@@ -147,8 +161,6 @@ def download(url: str, dest: str | Path, sha256: str, timeout: float = 30.0) -> 
                 f"downloaded {url} ({size:,} bytes) has sha256 {digest.hexdigest()}, expected {sha256}; "
                 f"the file at that address changed or the transfer was corrupted"
             )
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other users
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)  # no-op after a successful rename
+
+    write_atomic(dest, fetch_verified)
     return dest

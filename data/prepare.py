@@ -11,9 +11,7 @@ place, meta.json last, so an interrupted run never leaves a half-written dataset
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -60,17 +58,6 @@ def _is_prepared(folder: Path, tokenizer: str, sha256: str) -> bool:
             for split in ("train", "val")
         )
     )
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the data from other users
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)  # no-op after a successful rename
 
 
 def prepare(dataset: str, tokenizer: str, data_dir: str | Path = DATA_DIR, force: bool = False) -> Path:
@@ -130,7 +117,7 @@ def prepare(dataset: str, tokenizer: str, data_dir: str | Path = DATA_DIR, force
     # Remove the old meta first: until the new one lands, the folder does not count as prepared.
     (folder / "meta.json").unlink(missing_ok=True)
     for split, arr in ids.items():
-        _write_atomic(folder / f"{split}.bin", arr.tobytes())
+        corpora.write_atomic(folder / f"{split}.bin", arr.tofile)
     meta = {
         "dataset": name,
         **tok.state(),  # "tokenizer", plus "chars" for char
@@ -141,7 +128,8 @@ def prepare(dataset: str, tokenizer: str, data_dir: str | Path = DATA_DIR, force
         "val_tokens": len(ids["val"]),
         "dtype": "uint16",
     }
-    _write_atomic(folder / "meta.json", (json.dumps(meta, ensure_ascii=False) + "\n").encode("utf-8"))
+    text = json.dumps(meta, ensure_ascii=False) + "\n"
+    corpora.write_atomic(folder / "meta.json", lambda f: f.write(text.encode("utf-8")))
     return folder
 
 
