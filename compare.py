@@ -46,7 +46,7 @@ from compare_report import read_metrics, slug, write_report
 from configurator import parse_config
 from data.prepare import DATA_DIR, load_splits, prepare
 from model import GPT, POS_ENCODINGS, ModelConfig
-from train import TrainConfig, auto_device, get_batch, load_run, train, write_json
+from train import TrainConfig, auto_device, get_batch, load_run, train, windows_at, write_json
 
 QUICK_PRESET = Path(__file__).resolve().parent / "config" / "ablation_quick.py"
 METHODS = ("linear", "ntk", "dynamic", "yarn")
@@ -175,10 +175,9 @@ def eval_windows(model: GPT, tokens: np.ndarray, T: int, stride: int, device="cp
     amp = torch.autocast("cuda", torch.bfloat16) if str(device).startswith("cuda") else contextlib.nullcontext()
     total, count = np.zeros(T), np.zeros(T)
     for i in range(0, len(starts), batch):
-        s = np.asarray(starts[i : i + batch])
-        buf = torch.from_numpy(tokens[s[:, None] + np.arange(T + 1)].astype(np.int64)).to(device)  # (b, T+1)
+        x, y = (t.to(device) for t in windows_at(tokens, T, np.asarray(starts[i : i + batch])))  # (b, T)
         with amp:
-            losses = token_losses(model, buf[:, :-1], buf[:, 1:]).double().cpu().numpy()  # (b, T)
+            losses = token_losses(model, x, y).double().cpu().numpy()  # (b, T)
         scored = np.arange(T)[None, :] >= np.asarray(skip[i : i + batch])[:, None]
         total += (losses * scored).sum(0)
         count += scored.sum(0)
@@ -254,12 +253,12 @@ def val_region(tcfg: TrainConfig, meta: dict, block_size: int, cmp: CompareConfi
     return np.asarray(val[: n * 8 * block_size + 1]), tr
 
 
-def evaluate_run(run_dir, cmp: CompareConfig, device="cpu") -> dict:
-    """Every evaluation of one run dir: {"eval": {variant: eval_variant(...)}, "params", "eval_s",
-    "eval_tokens"}; variant "" is the model as trained, a method name the method applied at inference,
-    "ft" / "<method>+ft" a copy fine-tuned at 2L."""
+def evaluate_run(run: tuple, cmp: CompareConfig, device="cpu") -> dict:
+    """Every evaluation of one run, `load_run`'s (model, model config, train config, meta) on `device`:
+    {"eval": {variant: eval_variant(...)}, "params", "eval_s", "eval_tokens"}; variant "" is the model
+    as trained, a method name the method applied at inference, "ft" / "<method>+ft" a copy fine-tuned at 2L."""
     t0 = time.perf_counter()
-    model, mcfg, tcfg, meta = load_run(run_dir, device)
+    model, mcfg, tcfg, meta = run
     region, train_data = val_region(tcfg, meta, mcfg.block_size, cmp)
     L = mcfg.block_size
     results = {"": eval_variant(model, region, cmp, device=device)}
@@ -300,8 +299,9 @@ def run_grid(model_cfg: ModelConfig, train_cfg: TrainConfig, cmp: CompareConfig,
                 raise KeyboardInterrupt
             record = {"label": entry, "seed": tcfg.seed, "configs": configs, "summary": summary}
             write_json(path, record)
-        if record.get("eval_settings") != cmp.eval_settings(mcfg.block_size):
-            record |= evaluate_run(run_dir, cmp, auto_device(tcfg.device)) | {"eval_settings": cmp.eval_settings(mcfg.block_size)}
+        if record.get("eval_settings") != (settings := cmp.eval_settings(mcfg.block_size)):
+            device = auto_device(tcfg.device)
+            record |= evaluate_run(load_run(run_dir, device), cmp, device) | {"eval_settings": settings}
             write_json(path, record)
         records.append(record)
     return records
@@ -315,9 +315,10 @@ def eval_only(paths: list[str], cmp: CompareConfig, train_cfg: TrainConfig, prog
         if not found:
             raise ValueError(f"{p} is neither a run dir (with ckpt.pt) nor a folder of run dirs")
         dirs += found
-    records = []
+    records, device = [], auto_device(train_cfg.device)
     for d in tqdm(dirs, desc="eval", disable=not progress, dynamic_ncols=True):
-        _, mcfg, tcfg, _ = load_run(d)
+        run = load_run(d, device)  # read once: evaluate_run gets it too
+        _, mcfg, tcfg, _ = run
         old = json.loads((d / "compare.json").read_text(encoding="utf-8")) if (d / "compare.json").is_file() else {}
         rows = read_metrics(d)
         evals, steps = [r for r in rows if "val_loss" in r], [r for r in rows if "ms_per_iter" in r]
@@ -328,7 +329,7 @@ def eval_only(paths: list[str], cmp: CompareConfig, train_cfg: TrainConfig, prog
             k: float(np.median([r[k] for r in steps])) if steps else None for k in ("ms_per_iter", "tokens_per_sec")}
         records.append({"label": old.get("label", label_of(mcfg)), "seed": tcfg.seed, "summary": summary,
                         "configs": {"model": mcfg.to_dict(), "train": dataclasses.asdict(tcfg)}}
-                       | evaluate_run(d, cmp, auto_device(train_cfg.device)))
+                       | evaluate_run(run, cmp, device))
     if len({r["configs"]["model"]["block_size"] for r in records}) > 1:
         raise ValueError("--eval-only runs must share one block_size (the table's rows are multiples of it)")
     return records

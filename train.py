@@ -151,7 +151,8 @@ def _is_device(name: str) -> bool:
 # ----------------------------------------------------------------------------- data
 
 
-def _windows(data: np.ndarray, block_size: int, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def windows_at(data: np.ndarray, block_size: int, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows of block_size + 1 tokens at `starts` as (x, y) int64 CPU tensors, (B, T) each."""
     buf = torch.from_numpy(data[starts[:, None] + np.arange(block_size + 1)].astype(np.int64))  # (B, T+1)
     return buf[:, :-1].contiguous(), buf[:, 1:].contiguous()  # inputs, next-token targets: (B, T) each
 
@@ -160,14 +161,14 @@ def get_batch(data: np.ndarray, block_size: int, batch_size: int, seed) -> tuple
     """Random windows (x, y) of int64 token ids, (B, T) each on the CPU, y shifted by one. The window
     starts depend only on `seed` (an int or a tuple of ints for np.random.default_rng)."""
     starts = np.random.default_rng(seed).integers(0, len(data) - block_size, size=batch_size)
-    return _windows(data, block_size, starts)
+    return windows_at(data, block_size, starts)
 
 
 def fixed_eval_batches(data: np.ndarray, block_size: int, batch_size: int, n_batches: int, seed: int):
     """`n_batches` (x, y) CPU batches of shape (batch_size, block_size), the same for the same arguments."""
     rng = np.random.default_rng(seed)
     return [
-        _windows(data, block_size, rng.integers(0, len(data) - block_size, size=batch_size))
+        windows_at(data, block_size, rng.integers(0, len(data) - block_size, size=batch_size))
         for _ in range(n_batches)
     ]
 
