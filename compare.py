@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from compare_report import read_metrics, slug, write_report
-from configurator import parse_config
+from configurator import check_ints, parse_config
 from data.prepare import DATA_DIR, load_splits, prepare
 from model import GPT, POS_ENCODINGS, ModelConfig
 from train import TrainConfig, auto_device, get_batch, load_run, train, windows_at, write_json
@@ -73,10 +73,8 @@ class CompareConfig:
     def __post_init__(self):
         for entry in self.entries():
             parse_entry(entry)
-        for name, low in (("n_seeds", 1), ("eval_windows", 1), ("finetune_iters", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        check_ints(self, ("n_seeds", "eval_windows"), 1)
+        check_ints(self, ("finetune_iters",), 0)
         if self.stride is not None and (isinstance(self.stride, bool) or self.stride < 1):
             raise ValueError(f"stride must be a positive integer or None, got {self.stride!r}")
         if not self.finetune_lr > 0:

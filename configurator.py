@@ -17,6 +17,14 @@ from pathlib import Path
 BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
+def check_ints(cfg, names: tuple[str, ...], low: int) -> None:
+    """ValueError naming the first field of `cfg` in `names` that is not an integer >= low (bools are not)."""
+    for name in names:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
 def _coerce(key: str, value, tp):
     """`value` (a CLI string or a preset's Python value) as the declared type `tp`, else ValueError."""
     options = typing.get_args(tp) or (tp,)  # `float | None` -> (float, NoneType)

@@ -36,7 +36,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from configurator import parse_config
+from configurator import check_ints, parse_config
 from data.corpora import write_atomic
 from data.prepare import DATA_DIR, load_splits, prepare
 from data.tokenizers import get_tokenizer
@@ -91,25 +91,10 @@ class TrainConfig:
     sample_tokens: int = 200  # tokens to sample at the end (0: none)
 
     def __post_init__(self):
-        positive = (
-            "batch_size",
-            "gradient_accumulation_steps",
-            "eval_interval",
-            "eval_iters",
-            "log_interval",
-        )
-        for name in (
-            *positive,
-            "max_iters",
-            "warmup_iters",
-            "lr_decay_iters",
-            "seed",
-            "data_seed",
-            "sample_tokens",
-        ):
-            value, low = getattr(self, name), int(name in positive)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        ge_1 = ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval")
+        ge_0 = ("max_iters", "warmup_iters", "lr_decay_iters", "seed", "data_seed", "sample_tokens")
+        check_ints(self, ge_1, 1)
+        check_ints(self, ge_0, 0)
         checks = {
             "learning_rate": (self.learning_rate > 0, "> 0"),
             "min_lr": (0 <= self.min_lr <= self.learning_rate, f"in [0, learning_rate={self.learning_rate}]"),
