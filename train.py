@@ -414,6 +414,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, progress: bool = Tr
         tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * T  # all processes
         name = torch.cuda.get_device_name(device) if device_type == "cuda" else ""
         peak = world * (peak_bf16_flops(name) or math.nan)
+        flops_per_iter = raw_model.flops_per_token(T) * tokens_per_iter  # for MFU, once: not per step
         if master:
             print(f"model: {json.dumps(model_cfg.to_dict())}\ntrain: {json.dumps(dataclasses.asdict(cfg))}")
             print(
@@ -479,7 +480,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, progress: bool = Tr
 
             dt = time.perf_counter() - t_step
             step_times.append(dt)
-            tok_s, mfu = tokens_per_iter / dt, raw_model.flops_per_token(T) * tokens_per_iter / dt / peak
+            tok_s, mfu = tokens_per_iter / dt, flops_per_iter / dt / peak
             bar.update(1)
             bar.set_postfix(loss=f"{loss_val:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", refresh=False)
             if it % cfg.log_interval == 0:
@@ -492,7 +493,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, progress: bool = Tr
         bar.close()
 
         step = float(np.median(step_times[1:] or step_times)) if step_times else math.nan  # [1:]: warm-up
-        mfu = raw_model.flops_per_token(T) * tokens_per_iter / step / peak
+        mfu = flops_per_iter / step / peak
         summary = {
             "out_dir": str(out),
             "iters": it,
