@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from compare_report import read_metrics, slug, write_report
 from configurator import check_ints, parse_config
+from data.corpora import DownloadError
 from data.prepare import DATA_DIR, load_splits, prepare
 from model import GPT, POS_ENCODINGS, ModelConfig
 from train import TrainConfig, auto_device, get_batch, load_run, train, windows_at, write_json
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None, progress: bool = True) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except ValueError as e:
+    except (ValueError, FloatingPointError, DownloadError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit("stopped; the same command resumes the grid (finished runs and checkpoints are kept)")

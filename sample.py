@@ -10,6 +10,7 @@ import sys
 
 import torch
 
+from data.corpora import DownloadError
 from data.tokenizers import get_tokenizer
 from model import GPT
 from train import auto_device, load_run
@@ -98,5 +99,5 @@ def main(argv: list[str] | None = None) -> list[str]:
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, DownloadError) as e:
         sys.exit(f"error: {e}")

@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from configurator import check_ints, parse_config
-from data.corpora import write_atomic
+from data.corpora import DownloadError, write_atomic
 from data.prepare import DATA_DIR, load_splits, prepare
 from data.tokenizers import get_tokenizer
 from model import GPT, ModelConfig
@@ -566,5 +566,5 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, FloatingPointError) as e:
+    except (ValueError, FloatingPointError, DownloadError) as e:
         sys.exit(f"error: {e}")

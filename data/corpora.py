@@ -9,8 +9,8 @@ A dataset is one of
   - a path to a local UTF-8 text file.
 
 Errors: bad input from the user (unknown name, missing file, a local copy with the wrong checksum) raises
-ValueError; a failed download (no network, HTTP error, timeout, wrong bytes) raises RuntimeError. Both
-messages say what to do next.
+ValueError; a failed download (no network, HTTP error, timeout, wrong bytes) raises DownloadError, a
+RuntimeError. Both messages say what to do next, so the command-line tools print them without a traceback.
 """
 
 import hashlib
@@ -23,6 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENV_VAR = "NANOROPE_CORPORA"  # folder holding local copies, e.g. tinyshakespeare.txt
+
+
+class DownloadError(RuntimeError):
+    """A corpus or tokenizer file could not be downloaded or verified; the message says how to go offline."""
 
 
 @dataclass(frozen=True)
@@ -115,8 +119,8 @@ def fetch(name: str, download_dir: str | Path, timeout: float = 30.0) -> Path:
         return dest
     try:
         return download(corpus.url, dest, corpus.sha256, timeout)
-    except RuntimeError as e:
-        raise RuntimeError(f"{e}\n{hint}") from e
+    except DownloadError as e:
+        raise DownloadError(f"{e}\n{hint}") from e
 
 
 def write_atomic(path: str | Path, write) -> None:
@@ -152,12 +156,12 @@ def download(url: str, dest: str | Path, sha256: str, timeout: float = 30.0) -> 
                     size += len(chunk)
                     f.write(chunk)
         except urllib.error.HTTPError as e:
-            raise RuntimeError(f"downloading {url} failed: HTTP {e.code} {e.reason}") from e
+            raise DownloadError(f"downloading {url} failed: HTTP {e.code} {e.reason}") from e
         except (OSError, http.client.HTTPException) as e:  # no network, DNS, timeout, reset, truncated
             reason = e.reason if isinstance(e, urllib.error.URLError) else repr(e)
-            raise RuntimeError(f"downloading {url} failed: {reason} (timeout {timeout:g} s)") from e
+            raise DownloadError(f"downloading {url} failed: {reason} (timeout {timeout:g} s)") from e
         if digest.hexdigest() != sha256:
-            raise RuntimeError(
+            raise DownloadError(
                 f"downloaded {url} ({size:,} bytes) has sha256 {digest.hexdigest()}, expected {sha256}; "
                 f"the file at that address changed or the transfer was corrupted"
             )

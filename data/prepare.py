@@ -144,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     try:
         folder = prepare(args.dataset, args.tokenizer, args.data_dir, args.force)
-    except (ValueError, RuntimeError) as e:
+    except (ValueError, corpora.DownloadError) as e:
         sys.exit(f"error: {e}")
     meta = load_meta(folder)
     print(

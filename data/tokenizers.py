@@ -6,6 +6,8 @@ state is JSON (the sorted character list for ``char``, nothing for ``gpt2``), ne
 
 import functools
 
+from data.corpora import DownloadError
+
 TOKENIZERS = ("char", "gpt2")
 
 
@@ -56,7 +58,7 @@ def gpt2_encoding():
             return tiktoken.get_encoding(name)
         except Exception as e:  # requests' ConnectionError, a hash mismatch, ...: all mean "not available"
             errors.append(f"{name}: {type(e).__name__}: {str(e)[:200]}")
-    raise RuntimeError(
+    raise DownloadError(
         "the GPT-2 tokenizer is not available: tiktoken could not load 'r50k_base' or 'gpt2' from its cache "
         "or download them.\n  " + "\n  ".join(errors) + "\nEither go online once (tiktoken then caches "
         "the files), or set TIKTOKEN_CACHE_DIR to a folder holding tiktoken's cache entry for r50k_base "

@@ -30,7 +30,7 @@ TEXT = "Ünïcode ok.\nSecond line — with a dash, and café.\n" * 7
 def gpt2_or_skip() -> GPT2Tokenizer:
     try:
         return GPT2Tokenizer()
-    except RuntimeError as e:
+    except corpora.DownloadError as e:
         pytest.skip(f"GPT-2 BPE not available offline (set TIKTOKEN_CACHE_DIR): {e}")
 
 
@@ -87,7 +87,7 @@ def test_gpt2_unavailable_says_what_to_do(monkeypatch):
     monkeypatch.setattr(tiktoken, "get_encoding", offline)
     tokenizers.gpt2_encoding.cache_clear()
     try:
-        with pytest.raises(RuntimeError, match=r"TIKTOKEN_CACHE_DIR(.|\n)*--tokenizer char"):
+        with pytest.raises(corpora.DownloadError, match=r"TIKTOKEN_CACHE_DIR(.|\n)*--tokenizer char"):
             GPT2Tokenizer()
     finally:
         tokenizers.gpt2_encoding.cache_clear()
@@ -274,7 +274,7 @@ def test_download_writes_verified_file(tmp_path, server):
     ],
 )
 def test_download_failure_leaves_nothing_behind(tmp_path, server, path, match):
-    with pytest.raises(RuntimeError, match=match):
+    with pytest.raises(corpora.DownloadError, match=match):
         corpora.download(f"{server}{path}", tmp_path / "corpus.txt", SHA, timeout=0.3)
     assert list(tmp_path.iterdir()) == []
 
@@ -283,7 +283,7 @@ def test_download_without_network_raises_runtimeerror(tmp_path):
     with socket.socket() as s:  # a port that was just free: nothing listens there
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(RuntimeError, match="refused"):
+    with pytest.raises(corpora.DownloadError, match="refused"):
         corpora.download(f"http://127.0.0.1:{port}/x", tmp_path / "corpus.txt", SHA, timeout=2)
     assert list(tmp_path.iterdir()) == []
 
@@ -304,7 +304,7 @@ def test_registered_corpus_downloads_once_then_works_offline(tmp_path, monkeypat
     (tmp_path / "downloads" / "the-verdict.txt").unlink()
     assert prepare("verdict", "char", tmp_path) == folder
     # Forced to fetch again, the failure says how to work offline.
-    with pytest.raises(RuntimeError, match=f"HTTP 404(.|\n)*the-verdict.txt.*{corpora.ENV_VAR}"):
+    with pytest.raises(corpora.DownloadError, match=f"HTTP 404(.|\n)*the-verdict.txt.*{corpora.ENV_VAR}"):
         prepare("verdict", "char", tmp_path, force=True)
 
 
