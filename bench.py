@@ -13,25 +13,52 @@ round, so drifts in CPU clock or load hit all of them alike; each step is timed 
 median is reported. Peak memory: on CUDA, this model's parameters + optimizer state + the step's
 peak allocation; on CPU, the growth of the peak RSS of a fresh process that trains only this model.
 
-    python bench.py                           # CPU: baby and small shapes, float32
-    python bench.py --device cuda             # baby + GPT-2 small shape, bf16 autocast, MFU
-    python bench.py --config small --compile  # torch.compile every model (peers too)
+    python bench.py                          # CPU: baby and small shapes, float32
+    python bench.py --device=cuda            # baby + GPT-2 small shape, bf16 autocast, MFU
+    python bench.py --shape=small --compile  # torch.compile every model (peers too)
 """
 
-import argparse
 import gc
 import multiprocessing
 import os
 import re
 import statistics
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from model import GPT, POS_ENCODINGS, ModelConfig
-from train import peak_bf16_flops
+from configurator import check_ints, parse_cli
+from model import GPT, ModelConfig
+from positional import POS_ENCODINGS
+from runtime import DTYPES, Precision, auto_device, peak_bf16_flops
+from training import optimizer_step
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """bench.py's keys."""
+
+    device: str = "auto"  # auto (cuda if available, else cpu), cpu or cuda
+    shape: str = "all"  # baby, small or all
+    steps: int = 20  # timed steps per model
+    warmup: int = 3  # untimed steps per model
+    compile: bool = False  # torch.compile every model (peers too)
+    dtype: str = "auto"  # auto = bfloat16 on CUDA if supported (else float16), float32 elsewhere
+    peers: bool = True  # also time transformers' GPT-2 and Llama
+    memory: bool = True  # measure peak memory
+
+    def __post_init__(self):
+        check_ints(self, ("steps",), 1)
+        check_ints(self, ("warmup",), 0)
+        choices = {"device": ("auto", "cpu", "cuda"), "shape": ("baby", "small", "all"), "dtype": DTYPES}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        if self.compile and self.warmup < 1:
+            raise ValueError("compile=true needs warmup >= 1: the first step of each model compiles it")
 
 
 @dataclass(frozen=True)
@@ -50,9 +77,6 @@ SHAPES = {
     "cpu": {"baby": Shape(12, 64, 4, 4, 128, 65), "small": Shape(8, 256, 6, 6, 384, 65)},
     "cuda": {"baby": Shape(12, 64, 4, 4, 128, 65), "small": Shape(12, 1024, 12, 12, 768, 50304)},
 }
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
 
 @dataclass
 class Result:
@@ -94,7 +118,8 @@ def peer_of(name: str) -> str | None:
 
 
 def llama_intermediate_size(n_embd: int) -> int:
-    """SwiGLU width giving about our MLP's 8 C^2 weights with 3 matrices: 8/3 C, rounded to a multiple of 8."""
+    """SwiGLU width giving about our MLP's 8 C^2 weights with 3 matrices: 8/3 C, rounded to a multiple
+    of 8."""
     return 8 * round(n_embd / 3)
 
 
@@ -143,13 +168,13 @@ def flops_per_token(model: torch.nn.Module, shape: Shape) -> float:
 class Trainer:
     """One model, its AdamW and its training step on a fixed batch."""
 
-    def __init__(self, name: str, shape: Shape, device: str, dtype: torch.dtype, compile: bool):
-        self.name, self.device = name, device
+    def __init__(self, name: str, shape: Shape, device: str, dtype: str, compile: bool):
+        self.name, self.device, self.precision = name, device, Precision.of(dtype, device)
         self.raw = build(name, shape).to(device).train()
         # configure_optimizers only reads parameters(), so the peers get exactly our optimizer
         self.optimizer = GPT.configure_optimizers(self.raw, 0.1, 6e-4, (0.9, 0.95), device)
         self.model = torch.compile(self.raw) if compile else self.raw
-        self.autocast_dtype = dtype
+        self.scaler = self.precision.grad_scaler()
         self.params = sum(p.numel() for p in self.raw.parameters())  # tied weights once
         self.flops = flops_per_token(self.raw, shape)
 
@@ -159,11 +184,10 @@ class Trainer:
         return self.model(input_ids=idx, labels=idx).loss  # HF shifts the labels inside (B x (T-1) targets)
 
     def step(self, idx, targets) -> None:
-        with torch.autocast(self.device, self.autocast_dtype, enabled=self.autocast_dtype != torch.float32):
+        with self.precision.autocast():
             loss = self.loss(idx, targets)
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        optimizer_step(self.raw.parameters(), self.optimizer, self.scaler, grad_clip=0.0)
 
     def static_bytes(self) -> int:
         tensors = [*self.raw.parameters(), *self.raw.buffers()]
@@ -229,13 +253,13 @@ def cpu_peak_rss_mib(name: str, shape: Shape, dtype_name: str, compile: bool) ->
     if not Path("/proc/self/clear_refs").exists():
         return None
     stub = replace(shape, batch_size=1, block_size=min(shape.block_size, 16), n_layer=1)
-    warm = Trainer(name, stub, "cpu", DTYPES[dtype_name], compile)
+    warm = Trainer(name, stub, "cpu", dtype_name, compile)
     warm.step(*make_batch(stub, "cpu"))
     del warm
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
     before = _proc_status_kib("VmRSS")
-    trainer = Trainer(name, shape, "cpu", DTYPES[dtype_name], compile)
+    trainer = Trainer(name, shape, "cpu", dtype_name, compile)
     batch = make_batch(shape, "cpu")
     for _ in range(2):
         trainer.step(*batch)
@@ -264,7 +288,7 @@ def run(
         # Our models share GPT.forward: a fresh cache per shape keeps each scheme's graph static and
         # under dynamo's recompile limit (past it, dynamo silently runs the model eagerly).
         torch._dynamo.reset()
-    trainers = [Trainer(n, shape, device, DTYPES[dtype_name], compile) for n in model_names(peers)]
+    trainers = [Trainer(n, shape, device, dtype_name, compile) for n in model_names(peers)]
     batch = make_batch(shape, device)
     times = time_steps(trainers, batch, steps, warmup)
     tokens = shape.batch_size * shape.block_size
@@ -288,7 +312,8 @@ def format_table(results: list[Result]) -> str:
     by_name = {r.name: r for r in results}
     base = by_name.get("ours:learned")
     lines = [
-        "| model | params | MFLOP/token | ms/step | IQR | tokens/s | vs ours:learned | vs peer | peak MiB | MFU |",
+        "| model | params | MFLOP/token | ms/step | IQR | tokens/s | vs ours:learned | vs peer | peak MiB "
+        "| MFU |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in results:
@@ -325,54 +350,24 @@ def format_checks(results: list[Result]) -> str:
     return "; ".join(checks)
 
 
-def int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
-        return value
-
-    return parse
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--config", choices=["baby", "small", "all"], default="all")
-    parser.add_argument("--steps", type=int_at_least(1), default=20, help="timed steps per model")
-    parser.add_argument("--warmup", type=int_at_least(0), default=3, help="untimed steps per model")
-    parser.add_argument("--compile", action="store_true", help="torch.compile every model")
-    parser.add_argument(
-        "--dtype", choices=["auto", *DTYPES], default="auto", help="auto: bf16 on CUDA, else fp32"
-    )
-    parser.add_argument(
-        "--peers", action=argparse.BooleanOptionalAction, default=True, help="HF GPT-2 and Llama"
-    )
-    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True, help="peak memory")
-    args = parser.parse_args(argv)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if args.compile and args.warmup < 1:
-        parser.error("--compile needs --warmup >= 1: the first step of each model compiles it")
-    if device == "cuda" and not torch.cuda.is_available():
-        parser.error(
-            f"--device cuda, but CUDA is not available to torch {torch.__version__}; use --device cpu"
-        )
-    dtype = ("bfloat16" if device == "cuda" else "float32") if args.dtype == "auto" else args.dtype
-    if args.peers:
+    argv = sys.argv[1:] if argv is None else argv
+    (cfg,) = parse_cli(argv, __doc__, BenchConfig, presets=False)
+    auto = "cuda" if torch.cuda.is_available() else "cpu"  # SHAPES has no mps entry
+    device = auto if cfg.device == "auto" else auto_device(cfg.device)
+    dtype = Precision.of(cfg.dtype, device).name
+    if cfg.peers:
         try:
             import transformers
         except ImportError:
-            parser.error("--peers needs `pip install transformers`; or pass --no-peers")
+            raise ValueError("peers=true needs `pip install transformers`; or pass --peers=false") from None
     if device == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 for fp32 matmuls, every model alike
 
     hardware = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {os.cpu_count()} cores"
-    versions = f"torch {torch.__version__}" + (
-        f", transformers {transformers.__version__}" if args.peers else ""
-    )
+    versions = f"torch {torch.__version__}"
+    if cfg.peers:
+        versions += f", transformers {transformers.__version__}"
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     wait_policy = os.environ.get("OMP_WAIT_POLICY", "unset")
     print(f"{hardware}; {versions}; {torch.get_num_threads()} threads, OMP_WAIT_POLICY {wait_policy}")
@@ -382,17 +377,18 @@ def main(argv: list[str] | None = None) -> None:
             "note: the machine is busy; OpenMP threads spin while they wait, get descheduled and make "
             "steps several times slower, unevenly. Rerun when idle, or with OMP_WAIT_POLICY=PASSIVE."
         )
-    print(
-        f"dtype {dtype}, compile {args.compile}; median of {args.steps} steps after {args.warmup} warm-up\n"
-    )
-    names = ["baby", "small"] if args.config == "all" else [args.config]
+    print(f"dtype {dtype}, compile {cfg.compile}; median of {cfg.steps} steps after {cfg.warmup} warm-up\n")
+    names = ["baby", "small"] if cfg.shape == "all" else [cfg.shape]
     for name in names:
         shape = SHAPES[device][name]
-        results = run(shape, device, dtype, args.steps, args.warmup, args.compile, args.peers, args.memory)
+        results = run(shape, device, dtype, cfg.steps, cfg.warmup, cfg.compile, cfg.peers, cfg.memory)
         print(f"{name}: {shape}, {shape.batch_size * shape.block_size:,} tokens/step")
         print(format_table(results))
         print(format_checks(results) + "\n", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as e:
+        sys.exit(f"error: {e}")

@@ -50,7 +50,7 @@ def _coerce(key: str, value, tp):
     )
 
 
-def parse_config(argv: list[str], *types_: type) -> tuple:
+def parse_config(argv: list[str], *types_: type, presets: bool = True) -> tuple:
     """Build one instance of each dataclass in `types_` from an optional preset and --key=value overrides.
 
     Args:
@@ -58,6 +58,8 @@ def parse_config(argv: list[str], *types_: type) -> tuple:
             a private namespace (names starting with "_" and imported modules are ignored). A bare
             `--flag` sets a bool to true.
         types_: dataclasses sharing one flat namespace; a key is given to every one that declares it.
+        presets: False for tools that take --key=value only; a first argument that is not --key=value
+            is then an error, not a preset path.
 
     Returns:
         The instances, in the order of `types_`. Unknown keys (in the file or on the command line) raise a
@@ -68,20 +70,20 @@ def parse_config(argv: list[str], *types_: type) -> tuple:
     fields = {f.name: hints[t][f.name] for t in types_ for f in dataclasses.fields(t)}
     values, sources = {}, {}
     args = list(argv)
-    if args and not args[0].startswith("--"):
+    if presets and args and not args[0].startswith("--"):
         path = Path(args.pop(0))
         if not path.is_file():
-            raise ValueError(
-                f"preset file {str(path)!r} not found (presets live in {Path(__file__).resolve().parent / 'config'})"
-            )
+            folder = Path(__file__).resolve().parent / "config"
+            raise ValueError(f"preset file {str(path)!r} not found (presets live in {folder})")
         for key, value in runpy.run_path(str(path)).items():
             if not key.startswith("_") and not isinstance(value, types.ModuleType):
                 values[key], sources[key] = value, str(path)
     for arg in args:
         if not arg.startswith("--"):
-            raise ValueError(f"unexpected argument {arg!r}: use [preset.py] [--key=value ...]")
+            usage = "[preset.py] [--key=value ...]" if presets else "--key=value ..."
+            raise ValueError(f"unexpected argument {arg!r}: use {usage}")
         key, eq, value = arg[2:].partition("=")
-        if not eq and fields.get(key) is not bool:
+        if not eq and key in fields and fields[key] is not bool:  # unknown keys: named below
             raise ValueError(f"{arg!r} needs a value: --{key}=VALUE")
         values[key], sources[key] = value if eq else True, "the command line"
     for key, value in values.items():
@@ -93,3 +95,14 @@ def parse_config(argv: list[str], *types_: type) -> tuple:
     return tuple(
         t(**{f.name: values[f.name] for f in dataclasses.fields(t) if f.name in values}) for t in types_
     )
+
+
+def parse_cli(argv: list[str], doc: str, *types_: type, presets: bool = True) -> tuple:
+    """`parse_config` for a tool's command line; -h/--help prints the first paragraph of `doc` and
+    every key with its default, then exits."""
+    if {"-h", "--help"} & set(argv):
+        print(doc.split("\n\n")[0] + "\n\nkeys (--key=value; defaults shown):")
+        for t in types_:
+            print("  " + ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(t)))
+        raise SystemExit(0)
+    return parse_config(argv, *types_, presets=presets)

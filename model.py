@@ -1,14 +1,15 @@
-"""A GPT-2-style decoder whose positional encoding is a pluggable strategy.
+"""The GPT: ModelConfig, a GPT-2-style decoder with a pluggable positional encoding, its KV cache and
+text generation (`generate_text`).
 
 Shape legend: B batch, T sequence length (new tokens), S = offset + T keys seen so far,
 C n_embd, nh n_head, hs head size (C // nh), V vocab size.
 
 The model is nanoGPT's (pre-LayerNorm blocks, GELU MLP, tied `wte`/`lm_head`, GPT-2 init, GPT-2
 parameter names) with one difference: position enters only through `transformer.wpe`, an instance of
-a `PositionalEncoding` subclass chosen by `ModelConfig.pos_enc`. `GPT.forward` calls its three hooks
-(`embed`, `rotate`, `attn_bias`) unconditionally; each scheme overrides the ones it needs, so adding a
-scheme never touches the forward pass. Only `learned` has parameters (`transformer.wpe.weight`,
-GPT-2's name, so nanoGPT / Hugging Face GPT-2 weights map one to one).
+a `PositionalEncoding` subclass (positional.py) chosen by `ModelConfig.pos_enc`. `GPT.forward` calls
+its three hooks (`embed`, `rotate`, `attn_bias`) unconditionally; each scheme overrides the ones it
+needs, so adding a scheme never touches the forward pass. Only `learned` has parameters
+(`transformer.wpe.weight`, GPT-2's name, so nanoGPT / Hugging Face GPT-2 weights map one to one).
 """
 
 import math
@@ -18,18 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rope import RotaryEmbedding
-
-POS_ENCODINGS: dict[str, type["PositionalEncoding"]] = {}
-
-
-def register(name):
-    def deco(cls):
-        cls.name = name
-        POS_ENCODINGS[name] = cls
-        return cls
-
-    return deco
+from positional import POS_ENCODINGS, PositionalEncoding
 
 
 @dataclass(frozen=True)
@@ -61,7 +51,8 @@ class ModelConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
             raise ValueError(
-                f"n_embd={self.n_embd} must be divisible by n_head={self.n_head} (head size = n_embd / n_head)"
+                f"n_embd={self.n_embd} must be divisible by n_head={self.n_head} "
+                "(head size = n_embd / n_head)"
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
@@ -89,163 +80,6 @@ class ModelConfig:
         return asdict(self)
 
 
-# ----------------------------------------------------------------------------- positional encodings
-
-
-class PositionalEncoding(nn.Module):
-    """Base strategy = NoPE: every hook is the identity. Subclasses override what their paper changes.
-
-    `max_len` is the longest sequence the scheme can encode (None = any length); `knobs` lists the
-    ModelConfig fields the scheme reads.
-    """
-
-    knobs: tuple[str, ...] = ()
-    max_len: int | None = None
-
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-
-    @classmethod
-    def validate(cls, config: ModelConfig) -> None:
-        """Raise ValueError for config values this scheme cannot use."""
-
-    def embed(self, x: torch.Tensor, offset: int) -> torch.Tensor:
-        """x: token embeddings (B, T, C) of positions offset..offset+T-1 -> input of the first block."""
-        return x
-
-    def rotate(self, qk: torch.Tensor, offset: int) -> torch.Tensor:
-        """qk: queries and keys stacked, (2, B, nh, T, hs), at positions offset..offset+T-1 -> the same,
-        position-encoded. Stacked so that RoPE rotates both in one call (docs/BENCH.md: cheaper than two)."""
-        return qk
-
-    def attn_bias(self, q_len: int, k_len: int, device: torch.device) -> torch.Tensor | None:
-        """Mask for queries at positions k_len-q_len..k_len-1 over keys 0..k_len-1, broadcastable to
-        (B, nh, q_len, k_len): bool (True = attend) or float (added to the scores, causal -inf folded in).
-        None means plain causal attention (q_len == k_len), which lets SDPA use its fastest kernels."""
-        if q_len == k_len:
-            return None
-        return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)
-
-
-@register("none")
-class NoPE(PositionalEncoding):
-    """NoPE: causal attention alone carries position (Kazemnejad et al. 2023)."""
-
-
-@register("learned")
-class LearnedPositions(PositionalEncoding):
-    """GPT-2's absolute table: `weight` (block_size, C) added to the token embeddings. Cannot go past block_size."""
-
-    def __init__(self, config: ModelConfig):
-        super().__init__(config)
-        self.max_len = config.block_size
-        self.weight = nn.Parameter(torch.empty(config.block_size, config.n_embd))
-        nn.init.normal_(self.weight, mean=0.0, std=0.02)
-
-    def embed(self, x, offset):
-        T = x.size(1)
-        if offset + T > self.max_len:
-            raise ValueError(
-                f"pos_enc='learned' has {self.max_len} position rows (block_size) but positions up to "
-                f"{offset + T - 1} were asked for; use a relative scheme (rope, alibi, none) to go longer"
-            )
-        return x + self.weight[offset : offset + T]  # (B, T, C) + (T, C)
-
-
-@register("sinusoidal")
-class SinusoidalPositions(PositionalEncoding):
-    """Fixed absolute encoding of Vaswani et al. (2017, §3.5): PE[p, 2i] = sin(p / 10000^(2i/C)),
-    PE[p, 2i+1] = cos(p / 10000^(2i/C)), added to the token embeddings. No parameters; any length.
-
-    The table is scaled so its RMS equals the token embeddings' init std (0.02): Vaswani et al. keep
-    the two on a par by scaling token embeddings up by sqrt(C); with GPT-2 init we scale PE down instead,
-    otherwise position would drown the tokens at init.
-    """
-
-    scale = 0.02 * math.sqrt(2.0)  # RMS of sin/cos is 1/sqrt(2)
-
-    def __init__(self, config: ModelConfig):
-        super().__init__(config)
-        self.n_embd = config.n_embd
-        self.register_buffer("pe", self._table(config.block_size), persistent=False)
-
-    def _table(self, n: int, device=None) -> torch.Tensor:
-        pos = torch.arange(n, dtype=torch.float32, device=device)[:, None]  # (n, 1)
-        two_i = torch.arange(0, self.n_embd, 2, dtype=torch.float32, device=device)  # 2i
-        angles = pos * 10000.0 ** (-two_i / self.n_embd)  # (n, ceil(C/2))
-        pe = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1)[:, : self.n_embd]  # (n, C)
-        return self.scale * pe
-
-    def embed(self, x, offset):
-        T = x.size(1)
-        if offset + T > self.pe.size(0):  # grow for evaluation past the training length
-            self.pe = self._table(max(offset + T, 2 * self.pe.size(0)), device=self.pe.device)
-        return x + self.pe[offset : offset + T]
-
-
-@register("rope")
-class Rotary(PositionalEncoding):
-    """RoPE (Su et al. 2021) on q and k in every layer; see rope.py for the convention."""
-
-    knobs = ("rope_base", "rope_dim", "rope_interleaved", "rope_scaling")
-
-    def __init__(self, config: ModelConfig):
-        super().__init__(config)
-        self.rotary = self._rotary(config, config.block_size)
-
-    @staticmethod
-    def _rotary(config: ModelConfig, max_seq_len: int) -> RotaryEmbedding:
-        return RotaryEmbedding(
-            config.head_size,
-            base=10000.0 if config.rope_base is None else config.rope_base,
-            rotary_dim=config.rope_dim,
-            interleaved=bool(config.rope_interleaved),
-            scaling=config.rope_scaling,
-            max_seq_len=max_seq_len,
-        )
-
-    @classmethod
-    def validate(cls, config):
-        if config.head_size % 2:
-            raise ValueError(
-                f"pos_enc='rope' needs an even head size, got n_embd / n_head = {config.n_embd} / "
-                f"{config.n_head} = {config.head_size}"
-            )
-        cls._rotary(config, max_seq_len=1)  # rope.py names any bad rope_* value
-
-    def rotate(self, qk, offset):
-        return self.rotary(qk, offset)
-
-
-def alibi_slopes(n_head: int) -> torch.Tensor:
-    """Head slopes of Press et al. (2022): geometric from 2^(-8/n); for n not a power of two, the slopes
-    of the nearest lower power of two followed by every other slope of the next power (paper's code)."""
-
-    def geometric(n):
-        start = 2.0 ** (-8.0 / n)
-        return [start ** (i + 1) for i in range(n)]
-
-    p = 2 ** math.floor(math.log2(n_head))
-    slopes = geometric(p) + geometric(2 * p)[0::2][: n_head - p]
-    return torch.tensor(slopes, dtype=torch.float32)
-
-
-@register("alibi")
-class ALiBi(PositionalEncoding):
-    """ALiBi (Press et al. 2022): score(i, j) -= slope_h * (i - j); no embedding, any length.
-    The float bias disables SDPA's flash kernel (it only takes is_causal), so ALiBi is slower on GPU."""
-
-    def __init__(self, config: ModelConfig):
-        super().__init__(config)
-        self.register_buffer("slopes", alibi_slopes(config.n_head), persistent=False)
-
-    def attn_bias(self, q_len, k_len, device):
-        q_pos = torch.arange(k_len - q_len, k_len, device=device)
-        dist = q_pos[:, None] - torch.arange(k_len, device=device)  # (q_len, k_len), i - j
-        bias = -self.slopes[:, None, None] * dist  # (nh, q_len, k_len)
-        return bias.masked_fill(dist < 0, float("-inf"))
-
-
 # ----------------------------------------------------------------------------- transformer
 
 
@@ -261,7 +95,8 @@ class KVCache:
         self.k = self.v = None
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, nh, T, hs) at positions pos..pos+T-1 of `layer`; return all keys/values (B, nh, S, hs)."""
+        """Store k, v (B, nh, T, hs) at positions pos..pos+T-1 of `layer`; return all keys/values
+        (B, nh, S, hs)."""
         if self.k is None:
             shape = (self.n_layer, *k.shape[:2], self.max_len, k.size(3))
             self.k = torch.empty(shape, dtype=k.dtype, device=k.device)
@@ -430,3 +265,30 @@ class GPT(nn.Module):
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type in ("cpu", "cuda"))
+
+
+def generate_text(
+    model: GPT, tok, prompt: str, max_new_tokens: int, temperature=0.8, top_k=200, num_samples=1
+) -> list[str]:
+    """`num_samples` continuations of `prompt`, each returned with the prompt in front; `tok` is any
+    tokenizer with encode/decode (data/tokenizers.py).
+
+    The model never sees more than block_size positions, whatever its scheme: relative schemes could
+    run further, but past the training length they degrade (that is what compare.py measures, not what
+    a sample should show). Once the text outgrows block_size, decoding restarts from its last
+    block_size // 2 tokens, so the cache is refilled once per half block instead of once per token
+    (nanoGPT's cropping).
+    """
+    ids = tok.encode(prompt)
+    if not ids:
+        raise ValueError("the prompt is empty: give at least one character, e.g. --prompt=$'\\n'")
+    block, keep = model.config.block_size, max(1, model.config.block_size // 2)
+    device = next(model.parameters()).device
+    idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)  # (num_samples, T)
+    while max_new_tokens > 0:
+        ctx = idx if idx.size(1) < block else idx[:, -keep:]
+        n = min(max_new_tokens, block + 1 - ctx.size(1))  # generate feeds ctx + n - 1 <= block positions
+        out = model.generate(ctx, n, temperature=temperature, top_k=top_k)
+        idx = torch.cat((idx, out[:, ctx.size(1) :]), dim=1)
+        max_new_tokens -= n
+    return [tok.decode(row.tolist()) for row in idx]

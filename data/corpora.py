@@ -16,11 +16,12 @@ RuntimeError. Both messages say what to do next, so the command-line tools print
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from files import write_atomic
 
 ENV_VAR = "NANOROPE_CORPORA"  # folder holding local copies, e.g. tinyshakespeare.txt
 
@@ -98,7 +99,8 @@ def read(dataset: str, download_dir: str | Path) -> tuple[bytes, str]:
 
 
 def fetch(name: str, download_dir: str | Path, timeout: float = 30.0) -> Path:
-    """Path of a verified local copy of REMOTE[name]: $NANOROPE_CORPORA, the download folder, or a download."""
+    """Path of a verified local copy of REMOTE[name]: $NANOROPE_CORPORA, the download folder, or a
+    download."""
     corpus = REMOTE[name]
     hint = (
         f"To work offline, save the file as {corpus.filename} in a folder and set {ENV_VAR} to that folder, "
@@ -121,23 +123,6 @@ def fetch(name: str, download_dir: str | Path, timeout: float = 30.0) -> Path:
         return download(corpus.url, dest, corpus.sha256, timeout)
     except DownloadError as e:
         raise DownloadError(f"{e}\n{hint}") from e
-
-
-def write_atomic(path: str | Path, write) -> None:
-    """Call write(f) on a binary temporary file beside `path`, then rename it onto `path`.
-
-    A rename within one folder is atomic, so `path` is either its old self or the complete new file,
-    never partly written; on any failure in `write` (Ctrl-C included) the temporary file is deleted.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from other users
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)  # no-op after a successful rename
 
 
 def download(url: str, dest: str | Path, sha256: str, timeout: float = 30.0) -> Path:

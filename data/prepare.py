@@ -1,6 +1,6 @@
 """Turn a corpus into data/<name>_<tokenizer>/{train.bin, val.bin, meta.json}.
 
-    python data/prepare.py --dataset shakespeare --tokenizer char
+    python -m data.prepare --dataset=shakespeare --tokenizer=char
 
 The text is split 90/10 by characters (train first, as nanoGPT does) and each part is tokenized on its own.
 The .bin files are raw uint16 token ids (``np.memmap(path, dtype=np.uint16, mode="r")``); meta.json holds
@@ -9,18 +9,17 @@ script is only needed to prepare ahead of time. Every file is written to a tempo
 place, meta.json last, so an interrupted run never leaves a half-written dataset that looks complete.
 """
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: import `data` from the repo root, not data/ itself
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
+from configurator import parse_cli
 from data import corpora
 from data.tokenizers import TOKENIZERS, new_tokenizer
+from files import write_atomic, write_text
 
 DATA_DIR = Path(__file__).resolve().parent
 TRAIN_FRACTION = 0.9
@@ -31,7 +30,7 @@ def load_meta(folder: str | Path) -> dict:
     path = Path(folder) / "meta.json"
     if not path.is_file():
         raise ValueError(
-            f"{path} not found: prepare the dataset first (python data/prepare.py --dataset ...)"
+            f"{path} not found: prepare the dataset first (python -m data.prepare --dataset=...)"
         )
     return json.loads(path.read_text(encoding="utf-8"))
 
@@ -117,7 +116,7 @@ def prepare(dataset: str, tokenizer: str, data_dir: str | Path = DATA_DIR, force
     # Remove the old meta first: until the new one lands, the folder does not count as prepared.
     (folder / "meta.json").unlink(missing_ok=True)
     for split, arr in ids.items():
-        corpora.write_atomic(folder / f"{split}.bin", arr.tofile)
+        write_atomic(folder / f"{split}.bin", arr.tofile)
     meta = {
         "dataset": name,
         **tok.state(),  # "tokenizer", plus "chars" for char
@@ -128,24 +127,24 @@ def prepare(dataset: str, tokenizer: str, data_dir: str | Path = DATA_DIR, force
         "val_tokens": len(ids["val"]),
         "dtype": "uint16",
     }
-    text = json.dumps(meta, ensure_ascii=False) + "\n"
-    corpora.write_atomic(folder / "meta.json", lambda f: f.write(text.encode("utf-8")))
+    write_text(folder / "meta.json", json.dumps(meta, ensure_ascii=False) + "\n")
     return folder
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--dataset", default="pydocs", help=f"{', '.join(corpora.NAMES)} or a path to a UTF-8 file"
-    )
-    parser.add_argument("--tokenizer", default="char", choices=TOKENIZERS)
-    parser.add_argument("--data_dir", default=str(DATA_DIR), help="where prepared folders live")
-    parser.add_argument("--force", action="store_true", help="prepare again even if up to date")
-    args = parser.parse_args()
-    try:
-        folder = prepare(args.dataset, args.tokenizer, args.data_dir, args.force)
-    except (ValueError, corpora.DownloadError) as e:
-        sys.exit(f"error: {e}")
+@dataclass(frozen=True)
+class PrepareConfig:
+    """The command line of `python -m data.prepare`."""
+
+    dataset: str = "pydocs"  # a registered corpus name or a path to a UTF-8 text file
+    tokenizer: str = "char"  # char or gpt2
+    data_dir: str | None = None  # where prepared folders live; None -> data/
+    force: bool = False  # prepare again even if up to date
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = parse_cli(argv, __doc__, PrepareConfig, presets=False)[0]
+    folder = prepare(cfg.dataset, cfg.tokenizer, cfg.data_dir or DATA_DIR, cfg.force)
     meta = load_meta(folder)
     print(
         f"{folder}: vocab {meta['vocab_size']:,}, train {meta['train_tokens']:,} tokens, "
@@ -154,4 +153,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, corpora.DownloadError) as e:
+        sys.exit(f"error: {e}")

@@ -9,23 +9,37 @@ two ways:
 Steps of all three are interleaved over several rounds, so that load from other processes hits
 them alike; each number is the median over all timed steps.
 
-    python scripts/bench_rope.py                  # the two sizes of issue 2, CPU, wall clock
-    python scripts/bench_rope.py --clock process  # CPU time of this process: steadier on a busy machine
-    python scripts/bench_rope.py --device cuda
+    python -m scripts.bench_rope                  # the two sizes of issue 2, CPU, wall clock
+    python -m scripts.bench_rope --clock=process  # CPU time of this process: steadier on a busy machine
+    python -m scripts.bench_rope --device=cuda
 """
 
-import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from model import POS_ENCODINGS, CausalSelfAttention, ModelConfig
+from configurator import check_ints, parse_cli
+from model import CausalSelfAttention, ModelConfig
+from positional import POS_ENCODINGS
 
 SIZES = [(12, 64, 4, 32), (8, 1024, 12, 64)]  # (B, T, n_head, head_dim): baby CPU size, GPT-2 small
+
+
+@dataclass(frozen=True)
+class BenchRopeConfig:
+    device: str = "cpu"
+    clock: str = "wall"  # wall or process (CPU time of this process)
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    rounds: int = 3
+
+    def __post_init__(self):
+        check_ints(self, ("threads",), 0)
+        check_ints(self, ("rounds",), 1)
+        if self.clock not in ("wall", "process"):
+            raise ValueError(f"clock must be 'wall' or 'process', got {self.clock!r}")
 
 
 def block(T, n_head, head_dim, pos_enc, device):
@@ -69,23 +83,19 @@ def bench(B, T, n_head, head_dim, iters, rounds, device, clock):
     return {name: statistics.median(ms) for name, ms in times.items()}
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--clock", choices=["wall", "process"], default="wall")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--rounds", type=int, default=3)
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    clock = time.perf_counter if args.clock == "wall" else time.process_time
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    (cfg,) = parse_cli(argv, __doc__, BenchRopeConfig, presets=False)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    clock = time.perf_counter if cfg.clock == "wall" else time.process_time
     print(
-        f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} CPU threads, "
-        f"{args.clock} clock; forward+backward medians in ms"
+        f"torch {torch.__version__}, {cfg.device}, {torch.get_num_threads()} CPU threads, "
+        f"{cfg.clock} clock; forward+backward medians in ms"
     )
     for B, T, nh, hs in SIZES:
         iters = 50 if T <= 128 else 3
-        r = bench(B, T, nh, hs, iters, args.rounds, args.device, clock)
+        r = bench(B, T, nh, hs, iters, cfg.rounds, cfg.device, clock)
         print(
             f"B={B} T={T} n_head={nh} head_dim={hs}: attention+RoPE {r['attn+rope']:.3f}, "
             f"attention alone {r['attn']:.3f}, RoPE(q, k) {r['rope']:.3f} | RoPE/attention: "
@@ -94,4 +104,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as e:
+        sys.exit(f"error: {e}")

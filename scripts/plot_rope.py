@@ -1,13 +1,13 @@
 """Plot what each RoPE scaling method does to the frequencies -> docs/rope_frequencies.png.
 
-    python scripts/plot_rope.py [--out docs/rope_frequencies.png]
+    python -m scripts.plot_rope [--out=docs/rope_frequencies.png]
 
 Example setting: head dim 64 (GPT-2 small), base 10000, trained on 1024 tokens, extended 4x.
 """
 
-import argparse
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from configurator import parse_cli
 from rope import rope_inv_freq
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,10 +46,14 @@ METHODS = {  # label -> (scaling, seq_len for dynamic)
 }
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=str(ROOT / "docs" / "rope_frequencies.png"))
-    args = p.parse_args()
+@dataclass(frozen=True)
+class PlotConfig:
+    out: str = str(ROOT / "docs" / "rope_frequencies.png")  # the PNG to write
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    (args,) = parse_cli(argv, __doc__, PlotConfig, presets=False)
 
     plain, _ = rope_inv_freq(D, BASE)
     pairs = range(D // 2)
@@ -74,8 +78,12 @@ def main():
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=90)
+    plt.close(fig)
     print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as e:
+        sys.exit(f"error: {e}")

@@ -1,4 +1,5 @@
-"""compare.py: a tiny grid end to end, the evaluator against train.py's own eval, window bookkeeping."""
+"""compare.py: a tiny grid end to end (report, resume, eval_only with fine-tune), the evaluation at L
+against train.py's own eval, entries and their knobs, bad input, the presets."""
 
 import json
 from pathlib import Path
@@ -8,9 +9,13 @@ import pytest
 import torch
 
 import compare
-from data.prepare import prepare
-from model import GPT, POS_ENCODINGS, ModelConfig
-from train import EVAL_SEED, TrainConfig, fixed_eval_batches, load_run, parse_config
+from configurator import parse_config
+from data.batches import EVAL_SEED, fixed_eval_batches, load_dataset
+from evaluate import EvalConfig, eval_windows
+from model import ModelConfig
+from positional import POS_ENCODINGS
+from rundir import load_run
+from training import TrainConfig
 
 L = 16
 TINY = ["--block_size=16", "--n_layer=1", "--n_head=2", "--n_embd=32", "--bias=false", "--batch_size=4",
@@ -25,8 +30,8 @@ def grid(tmp_path_factory):
     rng = np.random.default_rng(0)
     words = ["the", "king", "and", "queen", "of", "rome", "speak", "now", "to", "me"]
     (root / "text.txt").write_text(" ".join(rng.choice(words, size=6000)) + "\n", encoding="utf-8")
-    argv = [*TINY, f"--dataset={root / 'text.txt'}", f"--data_dir={root / 'data'}", f"--out_dir={root / 'grid'}",
-            "--schemes=learned,rope", "--n_seeds=2", "--rope_methods=linear,yarn"]
+    paths = [f"--dataset={root / 'text.txt'}", f"--data_dir={root / 'data'}", f"--out_dir={root / 'grid'}"]
+    argv = [*TINY, *paths, "--schemes=learned,rope", "--n_seeds=2", "--rope_methods=linear,yarn"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: thread hand-offs would cost more than the maths
     try:
@@ -68,51 +73,17 @@ def test_grid_resumes_without_training(grid, monkeypatch):
 def test_eval_at_L_equals_train_eval_on_the_same_batches(grid):
     """train.py's final val loss is the mean over its fixed batches; score each of their windows alone."""
     record = grid[2]["runs"][2]  # rope, seed 1337
-    model, _, tcfg, meta = load_run(record["summary"]["out_dir"])
-    val = np.memmap(prepare(tcfg.dataset, tcfg.tokenizer, tcfg.data_dir) / "val.bin", dtype=meta["dtype"], mode="r")
-    batches = fixed_eval_batches(val, L, tcfg.batch_size, tcfg.eval_iters, EVAL_SEED)
-    losses = [compare.eval_windows(model, torch.cat((x[i], y[i, -1:])).numpy(), L, L)[0]
-              for x, y in batches for i in range(len(x))]
+    model, _, tcfg, _ = load_run(record["summary"]["out_dir"])
+    _, splits = load_dataset(tcfg.dataset, tcfg.tokenizer, tcfg.data_dir, L)
+    losses = []
+    for x, y in fixed_eval_batches(splits["val"], L, tcfg.batch_size, tcfg.eval_iters, EVAL_SEED):
+        losses += [eval_windows(model, torch.cat((x[i], y[i, -1:])).numpy(), L, L)[0] for i in range(len(x))]
     torch.testing.assert_close(float(np.mean(losses)), record["summary"]["final_val_loss"], rtol=0, atol=1e-5)
-
-
-@pytest.mark.parametrize("pos_enc", ["rope", "alibi"])
-def test_sliding_with_stride_T_is_non_overlapping(pos_enc):
-    torch.manual_seed(0)
-    model = GPT(ModelConfig(vocab_size=11, block_size=L, n_layer=1, n_head=2, n_embd=16, pos_enc=pos_enc)).eval()
-    tokens = np.random.default_rng(0).integers(0, 11, size=6 * L + 1)
-    for T in (L, 2 * L):
-        chunks = torch.from_numpy(tokens[: len(tokens) - 1].reshape(-1, T).astype(np.int64))
-        targets = torch.from_numpy(tokens[1:].reshape(-1, T).astype(np.int64))
-        reference = model(chunks, targets)[1].item()  # one batch of consecutive windows, mean loss
-        loss, per_pos = compare.eval_windows(model, tokens, T, stride=T)
-        torch.testing.assert_close(loss, reference, rtol=0, atol=1e-6)
-        assert per_pos.shape == (T,) and np.isfinite(per_pos).all()
-        # a smaller stride scores the same tokens with more context: different, and finite
-        assert np.isfinite(compare.eval_windows(model, tokens, T, stride=T // 4)[0])
-
-
-@pytest.mark.parametrize(("n", "T", "stride"), [(64, 16, 16), (64, 16, 4), (70, 16, 5), (16, 16, 3), (50, 20, 7)])
-def test_window_plan_scores_every_token_once_with_enough_context(n, T, stride):
-    starts, skip = compare.window_plan(n, T, stride)
-    scored = np.concatenate([np.arange(s + k, s + T) for s, k in zip(starts, skip, strict=True)])
-    assert sorted(scored) == list(range(n))  # every position once
-    for s, k in list(zip(starts, skip, strict=True))[1:]:
-        assert k >= T - min(stride, T) and s + T <= n  # context of at least T - stride, inside the text
-
-
-def test_learned_refuses_past_block_size_and_evaluator_gives_na():
-    torch.manual_seed(0)
-    model = GPT(ModelConfig(vocab_size=11, block_size=L, n_layer=1, n_head=2, n_embd=16, pos_enc="learned")).eval()
-    region = np.random.default_rng(0).integers(0, 11, size=8 * L + 1)
-    out = compare.eval_variant(model, region, compare.CompareConfig(eval_lengths="1,2"))
-    assert out["nonoverlap"][str(2 * L)] is None and out["sliding"][str(2 * L)] is None
-    assert np.isfinite(out["nonoverlap"][str(L)]) and len(out["per_position"]) == L
 
 
 def test_eval_only_with_finetune(grid, tmp_path):
     run = grid[0] / "grid" / "rope-seed0"
-    results = compare.main(["--eval-only", str(run), f"--report_dir={tmp_path}", "--rope_methods=linear",
+    results = compare.main([f"--eval_only={run}", f"--report_dir={tmp_path}", "--rope_methods=linear",
                             "--finetune_iters=2", "--eval_windows=1", "--eval_lengths=1,2"], progress=False)
     assert set(results["extrapolation"]["nonoverlap"]) == {"rope", "rope+linear", "rope+ft", "rope+linear+ft"}
     assert (tmp_path / "report.md").is_file()
@@ -127,8 +98,10 @@ def test_eval_only_with_finetune(grid, tmp_path):
         (["--eval_lengths=0,1"], "eval_lengths"),
         (["--rope_methods=linear,magic"], "rope_methods"),
         (["--n_seed=3"], "n_seeds"),
-        (["--eval-only"], "run dirs"),
-        (["config/ablation_cpu.py", "--quick"], "--quick"),
+        (["--eval_only=,"], "eval_only must list run dirs"),
+        (["--eval_only=/nonexistent/run"], "neither a run dir"),
+        (["--quick"], "unknown config key 'quick'"),
+        (["--stride=0"], "stride"),
     ],
 )
 def test_bad_input_is_a_clear_value_error(argv, match):
@@ -148,6 +121,8 @@ def test_scheme_config_keeps_knobs_for_their_scheme_only():
 @pytest.mark.parametrize("preset", ["ablation_cpu.py", "ablation_quick.py"])
 def test_presets_parse(preset):
     path = Path(compare.__file__).parent / "config" / preset
-    model_cfg, train_cfg, cmp = parse_config([str(path)], ModelConfig, TrainConfig, compare.CompareConfig)
+    types_ = (ModelConfig, TrainConfig, EvalConfig, compare.CompareConfig)
+    model_cfg, train_cfg, ev, cmp = parse_config([str(path)], *types_)
     assert len(cmp.entries()) == 5 and cmp.n_seeds >= 2 and train_cfg.max_iters == train_cfg.lr_decay_iters
-    assert [compare.scheme_config(model_cfg, e).pos_enc for e in cmp.entries()] == sorted(POS_ENCODINGS, key=cmp.schemes.index)
+    schemes = [compare.scheme_config(model_cfg, e).pos_enc for e in cmp.entries()]
+    assert schemes == sorted(POS_ENCODINGS, key=cmp.schemes.index) and ev.stride == model_cfg.block_size

@@ -1,4 +1,5 @@
-"""model.py: every positional-encoding scheme, checked against references and properties."""
+"""model.py: the GPT with every scheme (shapes, causality, KV cache, generation, HF GPT-2 parity),
+ModelConfig validation, the optimizer and FLOPs."""
 
 import io
 import math
@@ -6,25 +7,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import model_for, tiny
 
-from model import GPT, POS_ENCODINGS, KVCache, ModelConfig, alibi_slopes
+from model import GPT, KVCache, ModelConfig, generate_text
+from positional import POS_ENCODINGS, alibi_slopes
 
 SCHEMES = sorted(POS_ENCODINGS)
 RELATIVE = [s for s in SCHEMES if s != "learned"]
-
-
-def tiny(pos_enc="rope", **kw):
-    cfg = dict(vocab_size=65, block_size=16, n_layer=2, n_head=4, n_embd=32, dropout=0.0, pos_enc=pos_enc)
-    return ModelConfig(**(cfg | kw))
-
-
-def model_for(pos_enc, seed=0, **kw):
-    torch.manual_seed(seed)
-    return GPT(tiny(pos_enc, **kw)).eval()
-
-
-def test_registry_has_the_five_schemes():
-    assert set(SCHEMES) == {"learned", "sinusoidal", "rope", "alibi", "none"}
 
 
 @pytest.mark.parametrize("pos_enc", SCHEMES)
@@ -97,15 +86,6 @@ def test_sampling_is_seeded_and_top_k_restricts():
 
 
 @pytest.mark.parametrize("pos_enc", SCHEMES)
-def test_only_learned_has_position_parameters(pos_enc):
-    model = model_for(pos_enc)
-    pos_params = sum(p.numel() for p in model.transformer.wpe.parameters())
-    assert pos_params == (16 * 32 if pos_enc == "learned" else 0)
-    assert model.num_params(non_embedding=False) - model.num_params() == 128 * 32 + pos_params
-    assert not any(k.startswith("transformer.wpe") and "weight" not in k for k in model.state_dict())
-
-
-@pytest.mark.parametrize("pos_enc", SCHEMES)
 def test_state_dict_round_trip(pos_enc):
     model = model_for(pos_enc, seed=0)
     buf = io.BytesIO()
@@ -115,18 +95,6 @@ def test_state_dict_round_trip(pos_enc):
     other.load_state_dict(torch.load(buf, weights_only=True))
     idx = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(other(idx, targets=idx)[0], model(idx, targets=idx)[0], rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("pos_enc", SCHEMES)
-def test_length_beyond_block_size(pos_enc):
-    model = model_for(pos_enc)
-    idx = torch.zeros(1, 33, dtype=torch.long)
-    if pos_enc == "learned":
-        with pytest.raises(ValueError, match="block_size"):
-            model(idx, targets=idx)
-    else:
-        logits, loss = model(idx, targets=idx)
-        assert logits.shape == (1, 33, 65) and torch.isfinite(loss)
 
 
 def manual_attention(q, k, v, bias=None):
@@ -157,25 +125,6 @@ def test_attention_layer_equals_manual_attention(pos_enc):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_alibi_slopes_match_the_paper():
-    torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0 ** -(i + 1) for i in range(8)]))
-    # non-power-of-two: slopes of 4 heads, then every other slope of 8 heads (paper's get_slopes)
-    expected = [2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8, 2.0**-1, 2.0**-3]
-    torch.testing.assert_close(alibi_slopes(6), torch.tensor(expected))
-    assert alibi_slopes(12).shape == (12,)
-
-
-def test_sinusoidal_table_is_vaswani():
-    model = model_for("sinusoidal")
-    pe = model.transformer.wpe.pe / model.transformer.wpe.scale  # (block_size, C)
-    p, i = 5, 3
-    torch.testing.assert_close(pe[p, 2 * i], torch.tensor(math.sin(p / 10000 ** (2 * i / 32))))
-    torch.testing.assert_close(pe[p, 2 * i + 1], torch.tensor(math.cos(p / 10000 ** (2 * i / 32))))
-    long_x = torch.zeros(1, 50, 32)
-    out = model.transformer.wpe.embed(long_x, 0)  # grows past block_size
-    torch.testing.assert_close(out[0, :16], model.transformer.wpe.pe[:16])
-
-
 def test_learned_matches_hugging_face_gpt2():
     transformers = pytest.importorskip("transformers")
     cfg = tiny("learned", vocab_size=100, block_size=24, n_layer=3)
@@ -197,18 +146,6 @@ def test_learned_matches_hugging_face_gpt2():
                 p.copy_(sd[name])
     idx = torch.randint(0, 100, (2, 24), generator=torch.Generator().manual_seed(7))
     torch.testing.assert_close(ours(idx, targets=idx)[0], hf(idx).logits, rtol=1e-4, atol=1e-5)
-
-
-def test_rope_scheme_uses_rope_py():
-    from rope import RotaryEmbedding
-
-    model = model_for("rope", rope_base=500.0, rope_dim=4)
-    qk = torch.randn(2, 1, 4, 10, 8)  # (2, B, nh, T, hs): q and k stacked
-    q, k = qk.unbind(0)
-    ref = RotaryEmbedding(8, base=500.0, rotary_dim=4)
-    q2, k2 = model.transformer.wpe.rotate(qk, 3).unbind(0)
-    torch.testing.assert_close(q2, ref(q, 3))
-    torch.testing.assert_close(k2, ref(k, 3))
 
 
 @pytest.mark.parametrize(
@@ -272,3 +209,31 @@ def test_fused_cpu_adamw_matches_the_reference_loop():
             opt.zero_grad(set_to_none=True)
     for p, q in params.items():
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+
+
+class Chars:
+    """A tokenizer of the characters a-z, for generate_text."""
+
+    def encode(self, text):
+        return [ord(c) - 97 for c in text]
+
+    def decode(self, ids):
+        return "".join(chr(97 + i) for i in ids)
+
+
+@pytest.mark.parametrize("pos_enc", ["rope", "learned"])
+def test_generate_text_never_goes_past_block_size(pos_enc):
+    model = model_for(pos_enc, vocab_size=26)
+    seen = []
+    model.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(
+            args[0].size(1) + (kwargs["cache"].pos if kwargs.get("cache") else 0)
+        ),
+        with_kwargs=True,
+    )
+    prompt = "x" * 20  # longer than block_size
+    texts = generate_text(model, Chars(), prompt, max_new_tokens=50, temperature=0, num_samples=2)
+    assert [len(t) for t in texts] == [70, 70] and texts[0] == texts[1] and texts[0].startswith(prompt)
+    assert max(seen) == model.config.block_size
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        generate_text(model, Chars(), "", 5)

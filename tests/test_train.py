@@ -4,7 +4,6 @@ the fixed-batch evaluation, bad input and DDP (2 CPU processes, gloo) against on
 import json
 import math
 import os
-import pydoc_data.topics
 import signal
 import subprocess
 import sys
@@ -13,11 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, tiny_corpus
 
+import rundir
 import train as T
+import training
+from configurator import parse_config
+from data import batches
 from model import ModelConfig
+from training import TrainConfig
 
-REPO = Path(__file__).resolve().parent.parent
 TINY_RUN = dict(
     block_size=16, n_layer=2, n_head=2, n_embd=32, pos_enc="rope", device="cpu", batch_size=4, max_iters=6,
     eval_interval=3, eval_iters=2, log_interval=1, warmup_iters=2, lr_decay_iters=6, sample_tokens=0,
@@ -27,9 +31,7 @@ TIMING_KEYS = ("elapsed_s", "ms_per_iter", "tokens_per_sec")
 
 @pytest.fixture
 def corpus(tmp_path):
-    path = tmp_path / "tiny.txt"
-    path.write_text("".join(pydoc_data.topics.topics.values())[:20_000], encoding="utf-8")
-    return path
+    return tiny_corpus(tmp_path)
 
 
 def argv(tmp_path, corpus, **overrides):
@@ -38,7 +40,7 @@ def argv(tmp_path, corpus, **overrides):
 
 
 def run(tmp_path, corpus, **overrides):
-    model_cfg, train_cfg = T.parse_config(argv(tmp_path, corpus, **overrides), ModelConfig, T.TrainConfig)
+    model_cfg, train_cfg = parse_config(argv(tmp_path, corpus, **overrides), ModelConfig, TrainConfig)
     return T.train(model_cfg, train_cfg, progress=False)
 
 
@@ -56,6 +58,7 @@ def test_main_default_preset_writes_run_dir_and_prints_sample(tmp_path, corpus, 
         "config.json",
         "env.json",
         "metrics.jsonl",
+        "summary.json",
     ]
     config = json.loads((run_dir / "config.json").read_text())
     assert (
@@ -80,37 +83,38 @@ def test_main_default_preset_writes_run_dir_and_prints_sample(tmp_path, corpus, 
     assert summary["ms_per_iter"] > 0 and summary["num_params"] > 0 and not summary["interrupted"]
     assert summary["mfu"] is None  # CPU
     assert summary["sample"] and summary["sample"] in capsys.readouterr().out
+    assert rundir.read_summary(run_dir) == json.loads(json.dumps(summary))
 
 
 def test_checkpoint_rebuilds_the_model_and_eval_is_on_fixed_batches(tmp_path, corpus):
     summary = run(tmp_path, corpus)
-    model, model_cfg, train_cfg, meta = T.load_run(tmp_path / "run")
+    model, model_cfg, train_cfg, meta = rundir.load_run(tmp_path / "run")
     assert model_cfg.vocab_size == meta["vocab_size"] and train_cfg.max_iters == 6 and not model.training
     val = np.memmap(tmp_path / "data/tiny_char/val.bin", dtype=np.uint16, mode="r")
     with torch.no_grad():
-        losses = [model(x, y)[1] for x, y in T.fixed_eval_batches(val, 16, 4, 2, T.EVAL_SEED)]
+        losses = [model(x, y)[1] for x, y in batches.fixed_eval_batches(val, 16, 4, 2, batches.EVAL_SEED)]
     torch.testing.assert_close(torch.stack(losses).mean().item(), summary["final_val_loss"])
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        T.load_run(tmp_path / "nothing")
+        rundir.load_run(tmp_path / "nothing")
 
 
 def test_resume_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, corpus, monkeypatch):
     """Dropout on, so the saved RNG state matters; batch order comes from (data_seed, iter)."""
     extra = dict(dropout=0.1, max_iters=8, lr_decay_iters=8)
     full = run(tmp_path / "a", corpus, **extra)
-    get_batch = T.get_batch
+    get_batch = batches.get_batch
 
     def interrupt_at_iter_3(data, block_size, batch_size, seed):
         if seed[1] == 3:
             signal.raise_signal(signal.SIGINT)  # what Ctrl-C does; the handler lets iteration 3 finish
         return get_batch(data, block_size, batch_size, seed)
 
-    monkeypatch.setattr(T, "get_batch", interrupt_at_iter_3)
+    monkeypatch.setattr(batches, "get_batch", interrupt_at_iter_3)
     stopped = run(tmp_path / "b", corpus, **extra)
     assert stopped["interrupted"] and stopped["iters"] == 4
     assert torch.load(tmp_path / "b/run/ckpt.pt", weights_only=True)["iter_num"] == 4
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
-    monkeypatch.setattr(T, "get_batch", get_batch)
+    monkeypatch.setattr(batches, "get_batch", get_batch)
     resumed = run(tmp_path / "b", corpus, **extra, resume=True)
     assert not resumed["interrupted"] and resumed["iters"] == 8
     assert rows(tmp_path / "b/run") == rows(tmp_path / "a/run")  # bit-identical losses, same rows
@@ -132,9 +136,9 @@ def test_resume_checks(tmp_path, corpus):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     tmp_path, corpus, monkeypatch, eval_interval, message, kept
 ):
-    get_lr = T.get_lr
+    get_lr = training.get_lr
     monkeypatch.setattr(
-        T, "get_lr", lambda it, cfg: math.nan if it == 3 else get_lr(it, cfg)
+        training, "get_lr", lambda it, cfg: math.nan if it == 3 else get_lr(it, cfg)
     )  # poisons weights
     with pytest.raises(FloatingPointError, match=message):
         run(tmp_path, corpus, eval_interval=eval_interval)
@@ -164,3 +168,11 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path, corpus):
             [r.get(key, 0.0) for r in two], [r.get(key, 0.0) for r in one], rtol=1e-5, atol=1e-5
         )
     assert json.loads((tmp_path / "two/run/env.json").read_text())["world_size"] == 2
+
+
+def test_help_lists_every_key(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        T.main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and out.startswith("Train a GPT on one corpus")
+    assert "max_iters=2000" in out and "pos_enc='rope'" in out

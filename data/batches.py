@@ -1,0 +1,54 @@
+"""Batches of a prepared dataset: random training windows, fixed evaluation windows, and the dataset
+loaded with its length checked.
+
+Reproducibility: a batch depends only on its seed, so a batch stream is a pure function of
+(data_seed, iter, micro-step) and a resumed run sees exactly what an uninterrupted one would. Validation
+uses one fixed set of windows (EVAL_SEED), identical in every eval of every run.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.prepare import DATA_DIR, load_splits, prepare
+
+EVAL_SEED = 1234  # fixed validation (and train-estimate) batches, shared by every run
+
+
+def windows_at(data: np.ndarray, block_size: int, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows of block_size + 1 tokens at `starts` as (x, y) int64 CPU tensors, (B, T) each."""
+    buf = torch.from_numpy(data[starts[:, None] + np.arange(block_size + 1)].astype(np.int64))  # (B, T+1)
+    return buf[:, :-1].contiguous(), buf[:, 1:].contiguous()  # inputs, next-token targets: (B, T) each
+
+
+def get_batch(data: np.ndarray, block_size: int, batch_size: int, seed) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows (x, y) of int64 token ids, (B, T) each on the CPU, y shifted by one. The window
+    starts depend only on `seed` (an int or a tuple of ints for np.random.default_rng)."""
+    starts = np.random.default_rng(seed).integers(0, len(data) - block_size, size=batch_size)
+    return windows_at(data, block_size, starts)
+
+
+def fixed_eval_batches(data: np.ndarray, block_size: int, batch_size: int, n_batches: int, seed: int):
+    """`n_batches` (x, y) CPU batches of shape (batch_size, block_size), the same for the same arguments."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(n_batches):
+        starts = rng.integers(0, len(data) - block_size, size=batch_size)
+        batches.append(windows_at(data, block_size, starts))
+    return batches
+
+
+def load_dataset(
+    dataset: str, tokenizer: str, data_dir: str | Path | None, block_size: int
+) -> tuple[dict, dict[str, np.memmap]]:
+    """Prepare the dataset on first use and return (meta, {"train", "val": memory-mapped ids}); a split
+    shorter than one window of block_size + 1 tokens is a ValueError naming the fix."""
+    meta, splits = load_splits(prepare(dataset, tokenizer, data_dir or DATA_DIR))
+    for split, data in splits.items():
+        if len(data) < block_size + 1:
+            raise ValueError(
+                f"the {split} split of dataset {dataset!r} has {len(data)} tokens but block_size="
+                f"{block_size} needs at least {block_size + 1}; lower --block_size or use a longer text"
+            )
+    return meta, splits

@@ -1,0 +1,246 @@
+"""Evaluation of a trained model: the fixed-batch loss of training, and the positional-encoding
+evaluation of compare.py (length extrapolation, per-position loss, context extension, a short fine-tune).
+
+L = training block_size, T = evaluation length; all on the validation split:
+- Scored text: the first R = n * 8L tokens of val, n = min(eval_windows, len(val) // 8L); the same for
+  every run, and for every T up to the last R mod T tokens.
+- Non-overlapping (Press et al. 2022): consecutive windows of T tokens, each token scored once with the
+  context its window gives it (0 .. T-1 tokens).
+- Sliding window, stride s: windows of T tokens every s tokens; the first window scores all its tokens,
+  each later one only those no earlier window scored (its last s), so every token is scored once, with
+  T - s or more tokens of context after the first window. stride >= T is the non-overlapping evaluation.
+- Per-position loss: mean loss at each position of the non-overlapping windows of the longest T.
+- `learned` has no rows past L: n/a. RoPE runs are also evaluated with each context-extension method of
+  rope.py applied at inference, untrained, with factor = T / L and original length L (at T <= L every
+  method is the identity, so those cells repeat plain rope). With finetune_iters > 0, copies of each rope
+  run are fine-tuned at 2L (plain, and each method at factor 2) with training.py's step, and evaluated.
+A run is evaluated in the precision it was trained in (`runtime.Precision` of its dtype).
+"""
+
+import contextlib
+import copy
+import dataclasses
+import itertools
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from configurator import check_ints
+from data.batches import get_batch, load_dataset, windows_at
+from model import GPT
+from positional import POS_ENCODINGS
+from runtime import Precision, to_device
+from training import TrainConfig, accumulate_gradients, optimizer_step
+
+METHODS = ("linear", "ntk", "dynamic", "yarn")
+EVAL_TOKENS = 16384  # tokens per evaluation forward pass
+FT_SEED = 7919  # batch stream of the fine-tune, apart from the training one
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How runs are evaluated (compare.py's --key=value namespace, with ModelConfig and TrainConfig)."""
+
+    eval_lengths: str = "1,1.25,1.5,2,4,8"  # multiples of block_size
+    eval_windows: int = 64  # cap on the number of 8L-token validation windows scored
+    stride: int | None = None  # sliding-window stride in tokens; None -> block_size
+    rope_methods: str = "linear,ntk,dynamic,yarn"  # applied at inference to rope runs; "" for none
+    finetune_iters: int = 0  # > 0: also fine-tune rope runs at 2L for this many steps
+    finetune_lr: float = 1e-4  # constant learning rate of the fine-tune
+
+    def __post_init__(self):
+        check_ints(self, ("eval_windows",), 1)
+        check_ints(self, ("finetune_iters",), 0)
+        if self.stride is not None and (isinstance(self.stride, bool) or self.stride < 1):
+            raise ValueError(f"stride must be a positive integer or None, got {self.stride!r}")
+        if not self.finetune_lr > 0:
+            raise ValueError(f"finetune_lr must be > 0, got {self.finetune_lr!r}")
+        self.multiples()
+        if set(self.methods()) - set(METHODS):
+            raise ValueError(f"rope_methods={self.rope_methods!r}: allowed are {list(METHODS)}")
+
+    def multiples(self) -> list[float]:
+        try:
+            multiples = sorted({float(m) for m in self.eval_lengths.split(",") if m.strip()})
+        except ValueError:
+            multiples = []
+        if not multiples or multiples[0] <= 0:
+            raise ValueError(
+                "eval_lengths must be positive multiples of block_size like '1,2,4', got "
+                f"{self.eval_lengths!r}"
+            )
+        return multiples
+
+    def methods(self) -> list[str]:
+        return [m.strip() for m in self.rope_methods.split(",") if m.strip()]
+
+    def lengths(self, block_size: int) -> list[int]:
+        return sorted({max(1, round(m * block_size)) for m in self.multiples()})
+
+    def settings(self, block_size: int) -> dict:
+        """What a stored evaluation depends on; a change re-evaluates the run."""
+        keys = ("eval_windows", "rope_methods", "finetune_iters", "finetune_lr")
+        fixed = {"lengths": self.lengths(block_size), "stride": self.stride or block_size}
+        return fixed | {k: getattr(self, k) for k in keys}
+
+
+@torch.no_grad()
+def loss_sum(model, batches, precision: Precision) -> torch.Tensor:
+    """Sum of the mean losses of (x, y) batches on the model's device (fp32 scalar), in eval mode; the
+    model's mode is restored. train.py divides by the number of batches (over all ranks)."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), device=next(model.parameters()).device)
+    for x, y in batches:
+        with precision.autocast():
+            total += model(x, y)[1].float()
+    model.train(was_training)
+    return total
+
+
+@torch.no_grad()
+def token_losses(model: GPT, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every next-token target: x, y (B, T) -> (B, T) float32."""
+    logits, _ = model(x, y)
+    return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view_as(y)
+
+
+def window_plan(n_tokens: int, T: int, stride: int) -> tuple[list[int], list[int]]:
+    """Starts of windows of T tokens every `stride` (<= T) over tokens 0 .. n_tokens-1 (the last one
+    flush with the end), and how many leading tokens of each an earlier window already scored."""
+    if n_tokens < T:
+        raise ValueError(f"need at least T={T} tokens to evaluate, got {n_tokens}")
+    stride = min(stride, T)
+    starts = list(range(0, n_tokens - T + 1, stride))
+    if starts[-1] + T < n_tokens:
+        starts.append(n_tokens - T)
+    return starts, [0] + [prev + T - s for prev, s in itertools.pairwise(starts)]
+
+
+@torch.no_grad()
+def eval_windows(
+    model: GPT, tokens: np.ndarray, T: int, stride: int, precision: Precision | None = None
+) -> tuple[float, np.ndarray]:
+    """Loss of `model` on tokens[1:], each predicted from what precedes it in its window (window_plan);
+    `precision` None is float32.
+
+    Returns:
+        The mean loss over scored tokens, and the mean loss at each window position, (T,) (NaN where
+        nothing was scored; the per-position loss when stride >= T).
+    """
+    starts, skip = window_plan(len(tokens) - 1, T, stride)
+    batch = max(1, min(EVAL_TOKENS // T, 2**26 // (T * model.config.vocab_size)))  # bounds (B, T, V) logits
+    device = next(model.parameters()).device
+    amp = precision.autocast() if precision else contextlib.nullcontext()
+    total, count = np.zeros(T), np.zeros(T)
+    for i in range(0, len(starts), batch):
+        x, y = (t.to(device) for t in windows_at(tokens, T, np.asarray(starts[i : i + batch])))  # (b, T)
+        with amp:
+            losses = token_losses(model, x, y).double().cpu().numpy()  # (b, T)
+        scored = np.arange(T)[None, :] >= np.asarray(skip[i : i + batch])[:, None]
+        total += (losses * scored).sum(0)
+        count += scored.sum(0)
+    with np.errstate(invalid="ignore"):
+        return float(total.sum() / count.sum()), total / count
+
+
+@contextlib.contextmanager
+def rope_scaled(model: GPT, scaling: dict | None):
+    """Swap a rope model's positional encoding for one with `scaling` (it holds no weights); None: as is."""
+    original = model.transformer.wpe
+    if scaling is not None:
+        cfg = dataclasses.replace(model.config, rope_scaling=scaling)
+        model.transformer.wpe = POS_ENCODINGS["rope"](cfg).to(next(model.parameters()).device)
+    try:
+        yield model
+    finally:
+        model.transformer.wpe = original
+
+
+def method_scaling(method: str, factor: float, block_size: int) -> dict:
+    """rope.py's scaling dict for a context-extension method at `factor` times the training length."""
+    if method in ("linear", "ntk"):
+        return {"rope_type": method, "factor": factor}
+    return {"rope_type": method, "factor": factor, "original_max_position_embeddings": block_size}
+
+
+def eval_variant(model: GPT, region: np.ndarray, ev: EvalConfig, scaling_at=None, precision=None) -> dict:
+    """Non-overlapping and sliding losses at every evaluation length ({str(T): loss or None}) and the
+    per-position loss at the longest one; `scaling_at(T)` is the rope scaling to apply at length T."""
+    L = model.config.block_size
+    stride = ev.stride or L
+    out = {"nonoverlap": {}, "sliding": {}, "per_position": None}
+    for T in ev.lengths(L):
+        if (model.transformer.wpe.max_len or T) < T:  # learned: no rows past block_size
+            out["nonoverlap"][str(T)] = out["sliding"][str(T)] = None
+            continue
+        tokens = region[: (len(region) - 1) // T * T + 1]
+        with rope_scaled(model, scaling_at(T) if scaling_at else None):
+            loss, per_pos = eval_windows(model, tokens, T, T, precision)
+            out["nonoverlap"][str(T)], out["per_position"] = loss, per_pos.tolist()
+            sliding = loss if stride >= T else eval_windows(model, tokens, T, stride, precision)[0]
+            out["sliding"][str(T)] = sliding
+    return out
+
+
+def finetune(model: GPT, data: np.ndarray, tcfg: TrainConfig, ev: EvalConfig, precision: Precision) -> GPT:
+    """Train on at 2L with training.py's step (the run's precision and grad_clip), constant lr, half the
+    batch (the tokens per step of training); Chen et al. 2023 fine-tune 1000 steps, this is the same idea
+    at the scale of a CPU run."""
+    T = 2 * model.config.block_size
+    device = str(next(model.parameters()).device)
+    betas = (tcfg.beta1, tcfg.beta2)
+    opt = model.configure_optimizers(tcfg.weight_decay, ev.finetune_lr, betas, precision.device_type)
+    scaler = precision.grad_scaler()
+    model.train()
+    for it in range(ev.finetune_iters):
+        x, y = get_batch(data, T, max(1, tcfg.batch_size // 2), (tcfg.data_seed, FT_SEED, it))
+        accumulate_gradients(model, [(to_device(x, device), to_device(y, device))], 1, precision, scaler)
+        optimizer_step(model.parameters(), opt, scaler, tcfg.grad_clip)
+    return model.eval()
+
+
+def val_region(tcfg: TrainConfig, meta: dict, block_size: int, ev: EvalConfig):
+    """The scored validation tokens (module docstring) and the train split (for fine-tuning)."""
+    folder_meta, splits = load_dataset(tcfg.dataset, tcfg.tokenizer, tcfg.data_dir, block_size)
+    if folder_meta["source_sha256"] != meta["source_sha256"]:
+        raise ValueError(f"dataset {tcfg.dataset!r} does not hold the text this run was trained on")
+    val, tr = splits["val"], splits["train"]
+    n = min(ev.eval_windows, (len(val) - 1) // (8 * block_size))
+    if n < 1:
+        raise ValueError(
+            f"the val split has {len(val)} tokens, fewer than 8 * block_size + 1 = {8 * block_size + 1}"
+        )
+    return np.asarray(val[: n * 8 * block_size + 1]), tr
+
+
+def evaluate_run(run: tuple, ev: EvalConfig, device="cpu") -> dict:
+    """Every evaluation of one run, `rundir.load_run`'s (model, model config, train config, meta) on
+    `device`: {"eval": {variant: eval_variant(...)}, "params", "eval_s", "eval_tokens"}; variant "" is the
+    model as trained, a method name the method applied at inference, "ft" / "<method>+ft" a copy
+    fine-tuned at 2L."""
+    t0 = time.perf_counter()
+    model, mcfg, tcfg, meta = run
+    precision = Precision.of(tcfg.dtype, device)
+    region, train_data = val_region(tcfg, meta, mcfg.block_size, ev)
+    L = mcfg.block_size
+    results = {"": eval_variant(model, region, ev, precision=precision)}
+    if mcfg.pos_enc == "rope" and mcfg.rope_scaling is None:
+        for m in ev.methods():
+            at = lambda T, m=m: method_scaling(m, T / L, L) if T > L else None
+            results[m] = eval_variant(model, region, ev, at, precision)
+        for m in [None, *ev.methods()] if ev.finetune_iters else []:
+            tuned = copy.deepcopy(model)
+            with rope_scaled(tuned, method_scaling(m, 2.0, L) if m else None):
+                finetune(tuned, train_data, tcfg, ev, precision)
+                results[f"{m}+ft" if m else "ft"] = eval_variant(tuned, region, ev, precision=precision)
+    params = {
+        "total": model.num_params(False),
+        "non_embedding": model.num_params(True),
+        "position": sum(p.numel() for p in model.transformer.wpe.parameters()),
+    }
+    elapsed = time.perf_counter() - t0
+    return {"eval": results, "params": params, "eval_s": elapsed, "eval_tokens": len(region) - 1}

@@ -1,0 +1,258 @@
+"""compare.py's report: mean ± std over seeds, "within the spread" statements, report.md, results.json,
+per-position CSVs and plots (matplotlib optional). Input: the records compare.py writes per run
+(compare.json); evaluate.py says how the numbers are measured."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from files import write_json, write_text
+from rundir import read_metrics
+
+TRAIN_KEYS = (
+    "final_val_loss", "best_val_loss", "final_train_loss", "tokens_per_sec", "ms_per_iter", "elapsed_s"
+)  # fmt: skip
+
+
+def slug(name: str) -> str:
+    """File-name form of an entry label (run dirs, CSVs): other characters than [A-Za-z0-9.+-] -> _."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", name).strip("_")
+
+
+def _stats(values) -> list | None:
+    """[mean, std (ddof=1; 0 for one value), n], or None (n/a) if any value is None."""
+    if not values or any(v is None for v in values):
+        return None
+    return [float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values)]
+
+
+def _cell(st, best=False) -> str:
+    text = "n/a" if st is None else f"{st[0]:.3f}" + (f" ± {st[1]:.3f}" if st[2] > 1 else "")
+    return f"**{text}**" if best else text
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(map(str, r)) + " |" for r in lines) + "\n"
+
+
+def _within_spread(where: str, stats: dict) -> list[str]:
+    """Groups of neighbours in the ranking whose means differ by less than the sum of their stds."""
+    ranked = sorted((st[0], name, st) for name, st in stats.items() if st and st[2] > 1)
+    groups = []
+    for i, item in enumerate(ranked):
+        prev = ranked[i - 1][2] if i else None
+        if prev and item[0] - prev[0] < prev[1] + item[2][1]:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return [f"{where}: " + " ≈ ".join(f"{n} {_cell(st)}" for _, n, st in g) for g in groups if len(g) > 1]
+
+
+def aggregate(records: list[dict]) -> dict:
+    """Mean, std and n over seeds of every number, keyed by entry and variant ('rope', 'rope+yarn', ...)."""
+    by_label = {}
+    for r in records:
+        by_label.setdefault(r["label"], []).append(r)
+    training, ext, per_position = {}, {"nonoverlap": {}, "sliding": {}}, {}
+    for lab, rs in by_label.items():
+        training[lab] = {k: _stats([r["summary"].get(k) for r in rs]) for k in TRAIN_KEYS}
+        training[lab] |= {
+            "eval_s": _stats([r["eval_s"] for r in rs]),
+            "params": rs[0]["params"],
+            "seeds": [r["seed"] for r in rs],
+        }
+        for variant in rs[0]["eval"]:
+            name, evs = "+".join(filter(None, (lab, variant))), [r["eval"][variant] for r in rs]
+            for kind in ext:
+                ext[kind][name] = {T: _stats([e[kind][T] for e in evs]) for T in evs[0][kind]}
+            curves = np.array([e["per_position"] for e in evs])  # (seeds, T)
+            per_position[name] = {
+                "mean": curves.mean(0).tolist(),
+                "std": curves.std(0, ddof=len(rs) > 1).tolist(),
+                "seed": [r["seed"] for r in rs],
+                "by_seed": curves.tolist(),
+            }
+    return {"labels": list(by_label), "training": training, "extrapolation": ext,
+            "per_position": per_position}  # fmt: skip
+
+
+def _groups(labels: list[str], ext: dict) -> list[tuple[str, list[str]]]:
+    """The tables' column groups: all schemes, then each rope entry with its context-extension variants."""
+    groups = [("Positional encodings", labels)]
+    for lab in labels:
+        variants = [n for n in ext["nonoverlap"] if n.startswith(lab + "+")]
+        if variants:
+            title = f"RoPE context extension ({lab}; factor T / L at inference, +ft: fine-tuned at 2L)"
+            groups.append((title, [lab, *variants]))
+    return groups
+
+
+def _extrapolation_tables(ext: dict, labels: list[str], L: int, stride: int) -> tuple[list[str], list[str]]:
+    """The markdown tables of val loss by evaluation length, and their "within the spread" notes."""
+    groups, tables, notes = _groups(labels, ext), [], []
+    kinds = (("nonoverlap", "non-overlapping windows"), ("sliding", f"sliding window, stride {stride}"))
+    for kind, how in kinds:
+        for title, names in groups:
+            rows = []
+            for T in ext[kind][names[0]]:
+                cells = {n: ext[kind][n][T] for n in names}
+                best = min((st[0] for st in cells.values() if st), default=None)
+                marked = [_cell(st, st is not None and st[0] == best) for st in cells.values()]
+                rows.append([f"{T} ({int(T) / L:g}L)", *marked])
+                if title == groups[0][0] or int(T) > L:  # at T <= L the methods repeat plain rope
+                    notes += _within_spread(f"{how}, T={T}", cells)
+            tables.append(f"### {title}: {how}\n\n" + _table(["eval length T", *names], rows))
+    return tables, notes
+
+
+def _training_rows(training: dict) -> list[list]:
+    rows = []
+    for lab, t in training.items():
+        losses = [_cell(t[k]) for k in ("final_val_loss", "best_val_loss", "final_train_loss")]
+        params = f"{t['params']['non_embedding']:,} / {t['params']['position']:,}"
+        speeds = (("tokens_per_sec", 0), ("ms_per_iter", 1), ("elapsed_s", 0), ("eval_s", 0))
+        numbers = [f"{t[k][0]:,.{p}f}" if t[k] else "n/a" for k, p in speeds]
+        rows.append([lab, *losses, params, *numbers])
+    return rows
+
+
+def _write_csvs(per_position: dict, out: Path) -> None:
+    for name, pp in per_position.items():
+        header = ["position", "mean", "std", *(f"seed_{s}" for s in pp["seed"])]
+        columns = zip(pp["mean"], pp["std"], *pp["by_seed"], strict=True)
+        rows = [header, *([p, *v] for p, v in enumerate(columns))]
+        text = "".join(",".join(map(str, r)) + "\n" for r in rows)
+        (out / f"per_position_{slug(name)}.csv").write_text(text)
+
+
+def write_report(records: list[dict], settings: dict, out: Path, command: str, wall_s: float) -> dict:
+    """report.md, results.json, per_position_<name>.csv and PNG plots in `out`; prints the main tables.
+    `settings` is the evaluation and grid config (EvalConfig and CompareConfig as one dict)."""
+    out.mkdir(parents=True, exist_ok=True)
+    agg = aggregate(records)
+    ext, labels, training = agg["extrapolation"], agg["labels"], agg["training"]
+    L, tcfg = records[0]["configs"]["model"]["block_size"], records[0]["configs"]["train"]
+    busy_s = sum(r["summary"]["elapsed_s"] + r["eval_s"] for r in records)
+    notes = _within_spread("final val loss at L", {lab: training[lab]["final_val_loss"] for lab in labels})
+    tables, table_notes = _extrapolation_tables(ext, labels, L, settings["stride"] or L)
+    notes += table_notes
+    _write_csvs(agg["per_position"], out)
+    plots = write_plots(records, agg, out, L)
+    header = ["scheme", "final val loss", "best val loss", "final train loss", "params (non-emb / position)",
+              "tokens/s", "ms/iter", "train s/run", "eval s/run"]
+    no_plots = (
+        "matplotlib is not installed, so no plots: pip install matplotlib, then rerun (finished runs are "
+        "reused)."
+    )
+    md = [
+        f"# Positional-encoding comparison\n\n`{command}`\n",
+        f"Dataset {tcfg['dataset']} ({tcfg['tokenizer']}), training length L = {L}, "
+        f"{tcfg['max_iters']} iters, "
+        f"{len(training[labels[0]]['seeds'])} seed(s) per scheme: mean ± sample std over seeds. Wall time "
+        f"{wall_s / 60:.1f} min (this invocation; training + evaluation summed over runs: {busy_s / 60:.1f} "
+        f"min). Extrapolation scored on the first {records[0]['eval_tokens']:,} validation "
+        "tokens (fewer when T does not divide them); lowest mean per row in bold.\n",
+        "## Training (loss at L on train.py's fixed eval batches)\n",
+        _table(header, _training_rows(training)),
+        "## Length extrapolation (val loss)\n",
+        *tables,
+        "## Differences smaller than the spread over seeds\n",
+        "\n".join(f"- {n}" for n in notes)
+        or "None: neighbours in every ranking differ by more than their spread.",
+        "\n## Plots\n",
+        "\n\n".join(f"![{p}]({p})" for p in plots) if plots else no_plots,
+        "",
+    ]
+    write_text(out / "report.md", "\n".join(md))
+    results = {"command": command, "wall_s": wall_s, "busy_s": busy_s, "block_size": L, "compare": settings,
+               **agg, "within_spread": notes, "runs": records}  # fmt: skip
+    write_json(out / "results.json", results)
+    where = f"{len(notes)} differences smaller than the spread; report: {out / 'report.md'}"
+    summary = [*md[2:5], tables[0], where]
+    print("\n".join(summary) + ("" if plots else f"\n{no_plots}"))
+    return results
+
+
+def _plot_colors(labels: list[str], variants: list[str]) -> tuple[dict, dict]:
+    """One colour per scheme and context-extension method; a fine-tuned variant takes its method's
+    colour, dashed."""
+    plain = [n for n in labels + variants if not n.endswith("+ft")]
+    colors = {name: f"C{i % 10}" for i, name in enumerate(plain)}
+    colors |= {n: colors[n.removesuffix("+ft")] for n in variants if n.endswith("+ft")}
+    styles = {name: "--" if name.endswith("+ft") else "-" for name in colors}
+    return colors, styles
+
+
+def write_plots(records: list[dict], agg: dict, out: Path, L: int) -> list[str]:
+    """curves.png, extrapolation.png, per_position.png (means over seeds); [] without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    ext, labels = agg["extrapolation"], agg["labels"]
+    variants = [n for n in ext["nonoverlap"] if "+" in n]
+    colors, styles = _plot_colors(labels, variants)
+    rows = [("schemes", labels)] * (len(labels) > 1 or not variants)
+    rows += [("RoPE context extension", [n.split("+")[0] for n in variants[:1]] + variants)] * bool(variants)
+    low = min(st[0] for cells in ext["nonoverlap"].values() for st in cells.values() if st)
+    files = []
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for lab in labels:
+        runs = []
+        for rec in records:
+            if rec["label"] == lab:
+                runs.append([r for r in read_metrics(rec["summary"]["out_dir"]) if "val_loss" in r])
+        n = min(map(len, runs))
+        its = [r["iter"] for r in runs[0][:n]]
+        for key, style in (("val_loss", "-"), ("train_loss", ":")):
+            mean = np.mean([[r[key] for r in rs[:n]] for rs in runs], 0)
+            ax.plot(its, mean, style, color=colors[lab], label=lab if key == "val_loss" else None)
+    ax.set(xlabel="iteration", ylabel="loss (solid: val, dotted: train)", title="Training (mean over seeds)",
+           ylim=(low - 0.1, low + 1.5))
+    ax.legend()
+    files.append(_save(fig, out / "curves.png"))
+
+    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 3.6 * len(rows)), squeeze=False)
+    for (title, names), ax_row in zip(rows, axes, strict=True):
+        for kind, ax in zip(ext, ax_row, strict=True):
+            for name in names:
+                pts = [(int(T) / L, *st[:2]) for T, st in ext[kind][name].items() if st]
+                x, m, s = np.array(pts).T
+                ax.errorbar(x, m, yerr=s, marker="o", ms=3, capsize=2, color=colors[name], ls=styles[name],
+                            label=name)
+            kind_name = kind.replace("nonoverlap", "non-overlapping")
+            ax.set(xscale="log", xlabel="evaluation length T / L", ylabel="val loss",
+                   ylim=(low - 0.05, low + 1.0), title=f"{title}, {kind_name}")
+            ax.set_xticks(x, [f"{v:g}" for v in x])
+            ax.minorticks_off()
+        ax_row[1].legend(fontsize=7)
+    files.append(_save(fig, out / "extrapolation.png"))
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(5.2 * len(rows), 3.8), squeeze=False)
+    bins = max(1, L // 4)  # mean over L/4 positions: one position alone is too noisy to read
+    for (title, names), ax in zip(rows, axes[0], strict=True):
+        for name in names:
+            m = np.array(agg["per_position"][name]["mean"])
+            m = m[: len(m) // bins * bins].reshape(-1, bins).mean(1)
+            ax.plot((np.arange(len(m)) + 0.5) * bins, m, color=colors[name], ls=styles[name], label=name)
+        ax.axvline(L, color="gray", lw=0.8)
+        ax.set(xlabel="position in window (gray: L)", ylabel=f"val loss, mean of {bins} positions",
+               title=title, ylim=(low - 0.4, low + 1.5))
+        ax.legend(fontsize=7)
+    files.append(_save(fig, out / "per_position.png"))
+    return files
+
+
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path.name

@@ -1,0 +1,112 @@
+"""evaluate.py: window bookkeeping, sliding vs non-overlapping scoring against a plain forward pass,
+n/a past a learned table, the fixed-batch loss, EvalConfig, and the fine-tune against a hand-written
+training loop."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import evaluate
+from data.batches import get_batch
+from model import GPT, ModelConfig
+from runtime import Precision
+from training import TrainConfig
+
+L = 16
+
+
+def small(pos_enc: str) -> GPT:
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=11, block_size=L, n_layer=1, n_head=2, n_embd=16, pos_enc=pos_enc)
+    return GPT(cfg).eval()
+
+
+@pytest.mark.parametrize("pos_enc", ["rope", "alibi"])
+def test_sliding_with_stride_T_is_non_overlapping(pos_enc):
+    torch.manual_seed(0)
+    model = small(pos_enc)
+    tokens = np.random.default_rng(0).integers(0, 11, size=6 * L + 1)
+    for T in (L, 2 * L):
+        chunks = torch.from_numpy(tokens[: len(tokens) - 1].reshape(-1, T).astype(np.int64))
+        targets = torch.from_numpy(tokens[1:].reshape(-1, T).astype(np.int64))
+        reference = model(chunks, targets)[1].item()  # one batch of consecutive windows, mean loss
+        loss, per_pos = evaluate.eval_windows(model, tokens, T, stride=T)
+        torch.testing.assert_close(loss, reference, rtol=0, atol=1e-6)
+        assert per_pos.shape == (T,) and np.isfinite(per_pos).all()
+        # a smaller stride scores the same tokens with more context: different, and finite
+        assert np.isfinite(evaluate.eval_windows(model, tokens, T, stride=T // 4)[0])
+
+
+@pytest.mark.parametrize(
+    ("n", "T", "stride"), [(64, 16, 16), (64, 16, 4), (70, 16, 5), (16, 16, 3), (50, 20, 7)]
+)
+def test_window_plan_scores_every_token_once_with_enough_context(n, T, stride):
+    starts, skip = evaluate.window_plan(n, T, stride)
+    scored = np.concatenate([np.arange(s + k, s + T) for s, k in zip(starts, skip, strict=True)])
+    assert sorted(scored) == list(range(n))  # every position once
+    for s, k in list(zip(starts, skip, strict=True))[1:]:
+        assert k >= T - min(stride, T) and s + T <= n  # context of at least T - stride, inside the text
+
+
+def test_learned_refuses_past_block_size_and_evaluator_gives_na():
+    torch.manual_seed(0)
+    model = small("learned")
+    region = np.random.default_rng(0).integers(0, 11, size=8 * L + 1)
+    out = evaluate.eval_variant(model, region, evaluate.EvalConfig(eval_lengths="1,2"))
+    assert out["nonoverlap"][str(2 * L)] is None and out["sliding"][str(2 * L)] is None
+    assert np.isfinite(out["nonoverlap"][str(L)]) and len(out["per_position"]) == L
+
+
+def test_loss_sum_is_the_sum_of_batch_losses_and_keeps_the_mode():
+    model = small("rope").train()
+    g = torch.Generator().manual_seed(0)
+    batches = [tuple(torch.randint(11, (3, L), generator=g) for _ in "xy") for _ in range(3)]
+    total = evaluate.loss_sum(model, batches, Precision.of("float32", "cpu"))
+    assert model.training  # restored
+    with torch.no_grad():
+        expected = sum(model.eval()(x, y)[1] for x, y in batches)
+    torch.testing.assert_close(total, expected, rtol=0, atol=1e-6)
+
+
+def test_finetune_equals_a_hand_written_loop():
+    """The fine-tune runs through training.py's step; on the CPU in float32 that is exactly AdamW with
+    clipping on the fine-tune's batch stream, bit for bit."""
+    data = np.random.default_rng(0).integers(0, 11, size=2000).astype(np.uint16)
+    tcfg = TrainConfig(batch_size=4, grad_clip=1.0, weight_decay=0.1, data_seed=3)
+    ev = evaluate.EvalConfig(finetune_iters=3, finetune_lr=1e-3)
+    tuned = evaluate.finetune(copy.deepcopy(small("rope")), data, tcfg, ev, Precision.of("float32", "cpu"))
+    ref = small("rope").train()
+    opt = ref.configure_optimizers(0.1, 1e-3, (tcfg.beta1, tcfg.beta2), "cpu")
+    for it in range(3):
+        x, y = get_batch(data, 2 * L, 2, (3, evaluate.FT_SEED, it))
+        ref(x, y)[1].backward()
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    assert not tuned.training
+    for a, b in zip(tuned.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        (dict(eval_lengths="0,1"), "eval_lengths"),
+        (dict(eval_lengths="a,b"), "eval_lengths"),
+        (dict(rope_methods="linear,magic"), "rope_methods"),
+        (dict(stride=0), "stride"),
+        (dict(eval_windows=0), "eval_windows"),
+        (dict(finetune_lr=0.0), "finetune_lr"),
+    ],
+)
+def test_eval_config_names_bad_values(kw, match):
+    with pytest.raises(ValueError, match=match):
+        evaluate.EvalConfig(**kw)
+
+
+def test_eval_settings_and_lengths():
+    ev = evaluate.EvalConfig(eval_lengths="2,1,1.5", stride=None)
+    assert ev.lengths(64) == [64, 96, 128] and ev.methods() == ["linear", "ntk", "dynamic", "yarn"]
+    assert ev.settings(64)["stride"] == 64 and ev.settings(64)["lengths"] == [64, 96, 128]

@@ -1,0 +1,91 @@
+"""rundir.py: the checkpoint schema (written, read with weights_only=True, rebuilt into a model), the
+resume checks, metrics.jsonl appends and truncation on resume, summary.json and its rebuild."""
+
+import json
+
+import pytest
+import torch
+from helpers import model_for
+
+import rundir
+from runtime import Precision
+from training import TrainConfig
+
+META = {"source": "tiny.txt", "source_sha256": "ab" * 32, "tokenizer": "char", "vocab_size": 65}
+
+
+def saved_run(tmp_path, iter_num=4):
+    model = model_for("rope")
+    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    scaler = Precision.of("float32", "cpu").grad_scaler()
+    cfg = TrainConfig(out_dir=str(tmp_path), max_iters=10)
+    rng = [{"torch": torch.get_rng_state()}]
+    rundir.save_checkpoint(tmp_path, model, optimizer, scaler, cfg, META,
+                           iter_num=iter_num, best_val_loss=1.5, elapsed_s=2.0, rng=rng)  # fmt: skip
+    return model, cfg
+
+
+def test_checkpoint_round_trip_rebuilds_the_model(tmp_path):
+    model, cfg = saved_run(tmp_path)
+    ckpt, model_cfg, train_cfg = rundir.read_checkpoint(tmp_path / rundir.CKPT)
+    assert (model_cfg, train_cfg) == (model.config, cfg)
+    assert (ckpt["iter_num"], ckpt["best_val_loss"], ckpt["meta"]) == (4, 1.5, META)
+    rebuilt, _, _, meta = rundir.load_run(tmp_path)
+    assert meta == META and not rebuilt.training
+    idx = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(rebuilt(idx, idx)[0], model(idx, idx)[0], rtol=0, atol=0)
+    assert [p.name for p in tmp_path.iterdir()] == [rundir.CKPT]  # no temporary file left
+
+
+def test_unreadable_or_missing_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*train one first"):
+        rundir.load_run(tmp_path)
+    (tmp_path / rundir.CKPT).write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable nanorope checkpoint"):
+        rundir.load_run(tmp_path)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / rundir.CKPT)  # another program's file
+    with pytest.raises(ValueError, match=r"not a readable nanorope checkpoint \(KeyError\)"):
+        rundir.read_checkpoint(tmp_path / rundir.CKPT)
+
+
+def test_resume_checks_name_what_differs(tmp_path):
+    model, cfg = saved_run(tmp_path, iter_num=4)
+    assert rundir.resume_checkpoint(tmp_path, model.config, cfg, META)["iter_num"] == 4
+    other = model_for("rope", n_layer=3).config
+    with pytest.raises(ValueError, match=r"'n_layer': \(3, 2\)"):
+        rundir.resume_checkpoint(tmp_path, other, cfg, META)
+    with pytest.raises(ValueError, match=r"was trained on tiny\.txt"):
+        rundir.resume_checkpoint(tmp_path, model.config, cfg, META | {"source_sha256": "cd" * 32})
+    with pytest.raises(ValueError, match="iter 4 > max_iters=3"):
+        rundir.resume_checkpoint(tmp_path, model.config, TrainConfig(max_iters=3), META)
+    with pytest.raises(ValueError, match="no checkpoint"):
+        rundir.resume_checkpoint(tmp_path / "none", model.config, cfg, META)
+
+
+def test_metrics_log_appends_and_a_resume_drops_replayed_rows(tmp_path):
+    log = rundir.MetricsLog(tmp_path)
+    for it in range(5):
+        log.write({"iter": it, "train_loss": 1.0 / (it + 1)})
+    log.close()
+    assert [r["iter"] for r in rundir.read_metrics(tmp_path)] == [0, 1, 2, 3, 4]
+    log = rundir.MetricsLog(tmp_path, keep_before=3)  # resuming at iteration 3
+    log.write({"iter": 3, "train_loss": 0.0})
+    log.close()
+    assert [r["iter"] for r in rundir.read_metrics(tmp_path)] == [0, 1, 2, 3]
+    rundir.MetricsLog(tmp_path).close()  # a fresh run starts an empty log
+    assert rundir.read_metrics(tmp_path) == []
+
+
+def test_summary_is_read_back_or_rebuilt_from_metrics(tmp_path):
+    rows = [
+        {"iter": 0, "val_loss": 3.0, "train_loss": 3.1, "elapsed_s": 0.5},
+        {"iter": 0, "train_loss": 3.2, "tokens_per_sec": 100.0, "ms_per_iter": 10.0, "elapsed_s": 1},
+        {"iter": 1, "train_loss": 3.0, "tokens_per_sec": 300.0, "ms_per_iter": 30.0, "elapsed_s": 2},
+        {"iter": 2, "val_loss": 2.5, "train_loss": 2.6, "elapsed_s": 3.0},
+    ]
+    (tmp_path / rundir.METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rebuilt = rundir.read_summary(tmp_path)
+    assert rebuilt == {"out_dir": str(tmp_path), "iters": 2, "final_val_loss": 2.5, "final_train_loss": 2.6,
+                       "best_val_loss": 2.5, "elapsed_s": 3.0, "ms_per_iter": 20.0, "tokens_per_sec": 200.0}
+    rundir.write_summary(tmp_path, rebuilt | {"interrupted": False})
+    assert rundir.read_summary(tmp_path)["interrupted"] is False

@@ -1,0 +1,86 @@
+"""training.py: TrainConfig validation, the LR schedule, gradient accumulation and the clipped step."""
+
+import itertools
+
+import pytest
+import torch
+
+import training
+from model import GPT, ModelConfig
+from runtime import Precision
+from training import TrainConfig, get_lr
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(batch_size=0),
+        dict(max_iters=-1),
+        dict(eval_interval=0),
+        dict(learning_rate=0.0),
+        dict(min_lr=0.1, learning_rate=0.01),
+        dict(warmup_iters=300, lr_decay_iters=200),
+        dict(beta2=1.0),
+        dict(grad_clip=-1.0),
+        dict(tokenizer="bpe"),
+        dict(dtype="fp8"),
+        dict(device="gpu0"),
+        dict(batch_size=True),
+        dict(out_dir=""),
+    ],
+)
+def test_train_config_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        TrainConfig(**bad)
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, lr_decay_iters=110)
+    lrs = [get_lr(it, cfg) for it in range(130)]
+    assert lrs[0] == pytest.approx(1e-3 / 11) and lrs[9] == pytest.approx(1e-3 * 10 / 11)
+    assert lrs[10] == pytest.approx(1e-3) and lrs[60] == pytest.approx(5.5e-4)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+    assert lrs[110:] == [1e-4] * 20
+
+
+
+
+def tiny_model(seed=0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(ModelConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16))
+
+
+def test_accumulated_micro_batches_give_the_full_batch_gradient():
+    """Two micro-batches of 2, each loss scaled by 1/2, = one batch of 4 (mean loss over equal halves)."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(11, (4, 8), generator=g), torch.randint(11, (4, 8), generator=g)
+    full, split = tiny_model(), tiny_model()
+    precision = Precision.of("float32", "cpu")
+    scaler = precision.grad_scaler()
+    loss_full = training.accumulate_gradients(full, [(x, y)], 1, precision, scaler)
+    loss_split = training.accumulate_gradients(split, [(x[:2], y[:2]), (x[2:], y[2:])], 2, precision, scaler)
+    torch.testing.assert_close(loss_split, loss_full)
+    assert not loss_split.requires_grad and loss_split.dtype == torch.float32
+    for a, b in zip(full.parameters(), split.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad)
+
+
+@pytest.mark.parametrize("grad_clip", [0.0, 1e-3])
+def test_optimizer_step_clips_steps_and_zeroes(grad_clip):
+    """The step equals clip_grad_norm_ + AdamW.step by hand, and leaves no gradients behind."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randint(11, (2, 8), generator=g), torch.randint(11, (2, 8), generator=g)
+    ours, ref = tiny_model(), tiny_model()
+    precision = Precision.of("float32", "cpu")
+    opts = [m.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu") for m in (ours, ref)]
+    scaler = precision.grad_scaler()
+    training.accumulate_gradients(ours, [(x, y)], 1, precision, scaler)
+    training.optimizer_step(ours.parameters(), opts[0], scaler, grad_clip)
+    ref(x, y)[1].backward()
+    if grad_clip:
+        norm = torch.nn.utils.clip_grad_norm_(ref.parameters(), grad_clip)
+        assert norm > grad_clip  # the clip is active
+    opts[1].step()
+    for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
+        assert a.grad is None
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
