@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from configurator import check_ints, parse_cli
+from configurator import check_ints, parse_cli, run_main
 from model import GPT, ModelConfig
 from positional import POS_ENCODINGS
 from runtime import DTYPES, Precision, auto_device, peak_bf16_flops
@@ -388,7 +388,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+    run_main(main)

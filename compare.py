@@ -24,8 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from configurator import check_ints, parse_cli, parse_config
-from data.corpora import DownloadError
+from configurator import check_ints, parse_cli, parse_config, run_main
 from evaluate import EvalConfig, evaluate_run
 from files import write_json
 from model import ModelConfig
@@ -37,6 +36,7 @@ from train import train
 from training import TrainConfig
 
 RECORD = "compare.json"  # in each run dir: label, seed, configs, summary, evaluation
+LOCATION_KEYS = ("out_dir", "data_dir")  # where a run lives is not what it is: a moved grid still resumes
 
 
 @dataclass(frozen=True)
@@ -58,13 +58,25 @@ class CompareConfig:
             raise ValueError(f"eval_only must list run dirs like out/RUN,out/RUN2, got {self.eval_only!r}")
 
     def entries(self) -> list[str]:
+        """The grid's entries; two that would share a run dir (the same entry twice) are refused, as
+        their seeds would be counted twice over."""
         entries = [e.strip() for e in self.schemes.split(",") if e.strip()]
         if not entries:
             raise ValueError(f"schemes must list at least one entry, got {self.schemes!r}")
+        _refuse_duplicates("schemes", entries, slug)
         return entries
 
     def eval_paths(self) -> list[Path]:
-        return [Path(p.strip()) for p in (self.eval_only or "").split(",") if p.strip()]
+        paths = [Path(p.strip()) for p in (self.eval_only or "").split(",") if p.strip()]
+        _refuse_duplicates("eval_only", paths, lambda p: p.resolve())
+        return paths
+
+
+def _refuse_duplicates(key: str, items: list, identity) -> None:
+    seen = {}
+    for item in items:
+        if (same := seen.setdefault(identity(item), item)) is not item:
+            raise ValueError(f"{key} lists one run twice ({str(same)!r} and {str(item)!r}); give it once")
 
 
 def parse_entry(entry: str) -> tuple[str, dict]:
@@ -98,8 +110,20 @@ def label_of(cfg: ModelConfig) -> str:
 
 
 def read_record(run_dir: Path) -> dict | None:
+    """The run's compare.json, with `run_dir` set to where the run is now (it may have been moved)."""
     path = run_dir / RECORD
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")) | {"run_dir": str(run_dir)}
+
+
+def same_run(a: dict, b: dict) -> bool:
+    """Whether two records' configs describe the same run, wherever each was stored."""
+    def what(configs: dict) -> dict:
+        train = {k: v for k, v in configs["train"].items() if k not in LOCATION_KEYS}
+        return {"model": configs["model"], "train": train}
+
+    return what(a) == what(b)
 
 
 def run_grid(model_cfg: ModelConfig, train_cfg: TrainConfig, ev: EvalConfig, cmp: CompareConfig,
@@ -114,20 +138,24 @@ def run_grid(model_cfg: ModelConfig, train_cfg: TrainConfig, ev: EvalConfig, cmp
         bar.set_postfix_str(f"{entry} seed {tcfg.seed}")
         configs = {"model": mcfg.to_dict(), "train": dataclasses.asdict(tcfg)}
         record = read_record(run_dir)
-        if record and record["configs"] != configs:
-            raise ValueError(f"{run_dir} holds a run with another config; use a new --out_dir or delete it")
+        if record and not same_run(record["configs"], configs):
+            raise ValueError(
+                f"{run_dir} holds a run of another config (its {RECORD}); use a new --out_dir for this grid"
+            )
         if record is None:
-            resume = (run_dir / CKPT).is_file()
-            summary = train(mcfg, dataclasses.replace(tcfg, resume=resume), progress=progress)
+            resume = (run_dir / CKPT).is_file()  # without a checkpoint there is nothing to keep
+            job = dataclasses.replace(tcfg, resume=resume, overwrite=not resume)
+            summary = train(mcfg, job, progress=progress)
             if summary["interrupted"]:
                 raise KeyboardInterrupt
             record = {"label": entry, "seed": tcfg.seed, "configs": configs, "summary": summary}
             write_json(run_dir / RECORD, record)
         if record.get("eval_settings") != (settings := ev.settings(mcfg.block_size)):
             device = auto_device(tcfg.device)
-            record |= evaluate_run(load_run(run_dir, device), ev, device) | {"eval_settings": settings}
-            write_json(run_dir / RECORD, record)
-        records.append(record)
+            evaluation = evaluate_run(load_run(run_dir, device), ev, device, train_cfg.data_dir)
+            record |= evaluation | {"eval_settings": settings}
+            write_json(run_dir / RECORD, {k: v for k, v in record.items() if k != "run_dir"})
+        records.append(record | {"run_dir": str(run_dir)})
     return records
 
 
@@ -139,6 +167,7 @@ def eval_only(cmp: CompareConfig, ev: EvalConfig, train_cfg: TrainConfig, progre
         if not found:
             raise ValueError(f"{p} is neither a run dir (with {CKPT}) nor a folder of run dirs")
         dirs += found
+    _refuse_duplicates("eval_only", dirs, lambda p: p.resolve())  # a folder and a run inside it
     records, device = [], auto_device(train_cfg.device)
     for d in tqdm(dirs, desc="eval", disable=not progress, dynamic_ncols=True):
         run = load_run(d, device)  # read once: evaluate_run gets it too
@@ -149,8 +178,10 @@ def eval_only(cmp: CompareConfig, ev: EvalConfig, train_cfg: TrainConfig, progre
             "seed": tcfg.seed,
             "summary": old.get("summary") or read_summary(d),
             "configs": {"model": mcfg.to_dict(), "train": dataclasses.asdict(tcfg)},
+            "run_dir": str(d),  # where it is now, not where it was trained
         }
-        records.append(record | evaluate_run(run, ev, device))
+        # data_dir of this invocation: a checkpoint never decides where files are written
+        records.append(record | evaluate_run(run, ev, device, train_cfg.data_dir))
     if len({r["configs"]["model"]["block_size"] for r in records}) > 1:
         raise ValueError("eval_only runs must share one block_size (the table's rows are multiples of it)")
     return records
@@ -165,7 +196,7 @@ def main(argv: list[str] | None = None, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     if cmp.eval_only:
         records = eval_only(cmp, ev, train_cfg, progress)
-        parents = [Path(r["summary"]["out_dir"]).resolve().parent for r in records]
+        parents = [Path(r["run_dir"]).resolve().parent for r in records]
         out = cmp.report_dir or os.path.commonpath(parents)
     else:
         records = run_grid(model_cfg, train_cfg, ev, cmp, progress)
@@ -175,9 +206,4 @@ def main(argv: list[str] | None = None, progress: bool = True) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FloatingPointError, DownloadError) as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("stopped; the same command resumes the grid (finished runs and checkpoints are kept)")
+    run_main(main, "the same command resumes the grid (finished runs and checkpoints are kept)")

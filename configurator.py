@@ -8,21 +8,28 @@ Keys are routed to the frozen dataclasses that declare them and coerced by their
 import contextlib
 import dataclasses
 import difflib
+import errno
 import json
 import runpy
+import sys
+import traceback
 import types
 import typing
 from pathlib import Path
 
+from data.corpora import DownloadError
+
 BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
-def check_ints(cfg, names: tuple[str, ...], low: int) -> None:
-    """ValueError naming the first field of `cfg` in `names` that is not an integer >= low (bools are not)."""
+def check_ints(cfg, names: tuple[str, ...], low: int, high: int | None = None) -> None:
+    """ValueError naming the first field of `cfg` in `names` that is not an integer in [low, high] (bools
+    are not integers here)."""
     for name in names:
         value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
+            allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ValueError(f"{name} must be an integer {allowed}, got {value!r}")
 
 
 def _coerce(key: str, value, tp):
@@ -40,6 +47,9 @@ def _coerce(key: str, value, tp):
             return value
         if isinstance(value, bool) or option not in (int, float, dict):
             continue
+        digits = isinstance(value, str) and value.strip().lstrip("+-").isdigit()
+        if option is int and (isinstance(value, int) or digits):
+            return int(value)  # exactly: through float, 9007199254740993 would become ...992
         with contextlib.suppress(ValueError, TypeError):  # float("5e3") -> 5000.0, accepted for an int
             parsed = json.loads(value) if option is dict else float(value)
             if option is float or (option is int and parsed.is_integer()) or isinstance(parsed, dict):
@@ -48,6 +58,18 @@ def _coerce(key: str, value, tp):
     raise ValueError(
         f"{key}={value!r} is not a valid {' or '.join(names.get(o, o.__name__) for o in options)}"
     )
+
+
+def _run_preset(path: Path) -> dict:
+    """The preset's namespace; an exception inside it is a ValueError naming the file and line."""
+    try:
+        return runpy.run_path(str(path))
+    except SyntaxError as e:
+        raise ValueError(f"preset {path}, line {e.lineno}: syntax error: {e.msg}") from None
+    except Exception as e:  # whatever the preset's own code raised
+        lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if Path(f.filename) == path]
+        where = f", line {lines[-1]}" if lines else ""
+        raise ValueError(f"preset {path}{where}: {type(e).__name__}: {e}") from None
 
 
 def parse_config(argv: list[str], *types_: type, presets: bool = True) -> tuple:
@@ -75,7 +97,7 @@ def parse_config(argv: list[str], *types_: type, presets: bool = True) -> tuple:
         if not path.is_file():
             folder = Path(__file__).resolve().parent / "config"
             raise ValueError(f"preset file {str(path)!r} not found (presets live in {folder})")
-        for key, value in runpy.run_path(str(path)).items():
+        for key, value in _run_preset(path).items():
             if not key.startswith("_") and not isinstance(value, types.ModuleType):
                 values[key], sources[key] = value, str(path)
     for arg in args:
@@ -106,3 +128,36 @@ def parse_cli(argv: list[str], doc: str, *types_: type, presets: bool = True) ->
             print("  " + ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(t)))
         raise SystemExit(0)
     return parse_config(argv, *types_, presets=presets)
+
+
+OS_HINTS = {
+    errno.ENOSPC: "free some disk space; a run continues with --resume=true",
+    errno.EACCES: "that folder is not writable by you; choose another --out_dir / --data_dir",
+    errno.EROFS: "that file system is read-only; choose another --out_dir / --data_dir",
+}
+
+
+def describe(e: BaseException) -> str:
+    """One line for an expected failure: the message, and for an OS error the path and the way out."""
+    if isinstance(e, OSError) and e.strerror:
+        where = f": {e.filename}" if e.filename else ""
+        hint = OS_HINTS.get(e.errno)
+        return f"{e.strerror}{where}" + (f"; {hint}" if hint else "")
+    return str(e)
+
+
+def run_main(main, interrupted: str = "") -> None:
+    """Run a tool's `main` as a command (an int it returns is the exit status, anything else means 0):
+    expected failures (bad input, files and disks, a diverged loss, a failed download) print one
+    `error:` line and exit 1; Ctrl-C (raised, or 130 returned by a tool that stopped cleanly)
+    exits 130 (the shell's convention for SIGINT) with `interrupted` as the way on. Anything else is a
+    bug and keeps its traceback."""
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        code = 130
+    except (ValueError, OSError, FloatingPointError, DownloadError) as e:
+        sys.exit(f"error: {describe(e)}")
+    if code == 130:  # a Ctrl-C, whether the tool stopped cleanly (train.py) or was cut short
+        print("interrupted" + (f"; {interrupted}" if interrupted else ""), file=sys.stderr)
+    sys.exit(code if isinstance(code, int) else 0)

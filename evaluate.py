@@ -21,6 +21,7 @@ import contextlib
 import copy
 import dataclasses
 import itertools
+import math
 import time
 from dataclasses import dataclass
 
@@ -56,8 +57,8 @@ class EvalConfig:
         check_ints(self, ("finetune_iters",), 0)
         if self.stride is not None and (isinstance(self.stride, bool) or self.stride < 1):
             raise ValueError(f"stride must be a positive integer or None, got {self.stride!r}")
-        if not self.finetune_lr > 0:
-            raise ValueError(f"finetune_lr must be > 0, got {self.finetune_lr!r}")
+        if not 0 < self.finetune_lr < math.inf:
+            raise ValueError(f"finetune_lr must be a finite number > 0, got {self.finetune_lr!r}")
         self.multiples()
         if set(self.methods()) - set(METHODS):
             raise ValueError(f"rope_methods={self.rope_methods!r}: allowed are {list(METHODS)}")
@@ -198,14 +199,21 @@ def finetune(model: GPT, data: np.ndarray, tcfg: TrainConfig, ev: EvalConfig, pr
     model.train()
     for it in range(ev.finetune_iters):
         x, y = get_batch(data, T, max(1, tcfg.batch_size // 2), (tcfg.data_seed, FT_SEED, it))
-        accumulate_gradients(model, [(to_device(x, device), to_device(y, device))], 1, precision, scaler)
+        batch = [(to_device(x, device), to_device(y, device))]
+        loss = accumulate_gradients(model, batch, 1, precision, scaler).item()
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"the fine-tune diverged at step {it} (loss {loss}); lower --finetune_lr "
+                f"(now {ev.finetune_lr:g}) or keep --grad_clip > 0"
+            )
         optimizer_step(model.parameters(), opt, scaler, tcfg.grad_clip)
     return model.eval()
 
 
-def val_region(tcfg: TrainConfig, meta: dict, block_size: int, ev: EvalConfig):
-    """The scored validation tokens (module docstring) and the train split (for fine-tuning)."""
-    folder_meta, splits = load_dataset(tcfg.dataset, tcfg.tokenizer, tcfg.data_dir, block_size)
+def val_region(tcfg: TrainConfig, meta: dict, block_size: int, ev: EvalConfig, data_dir=None):
+    """The scored validation tokens (module docstring) and the train split (for fine-tuning), of the
+    run's dataset prepared in `data_dir` (the caller's; None: data/)."""
+    folder_meta, splits = load_dataset(tcfg.dataset, tcfg.tokenizer, data_dir, block_size)
     if folder_meta["source_sha256"] != meta["source_sha256"]:
         raise ValueError(f"dataset {tcfg.dataset!r} does not hold the text this run was trained on")
     val, tr = splits["val"], splits["train"]
@@ -217,15 +225,15 @@ def val_region(tcfg: TrainConfig, meta: dict, block_size: int, ev: EvalConfig):
     return np.asarray(val[: n * 8 * block_size + 1]), tr
 
 
-def evaluate_run(run: tuple, ev: EvalConfig, device="cpu") -> dict:
+def evaluate_run(run: tuple, ev: EvalConfig, device="cpu", data_dir=None) -> dict:
     """Every evaluation of one run, `rundir.load_run`'s (model, model config, train config, meta) on
     `device`: {"eval": {variant: eval_variant(...)}, "params", "eval_s", "eval_tokens"}; variant "" is the
     model as trained, a method name the method applied at inference, "ft" / "<method>+ft" a copy
-    fine-tuned at 2L."""
+    fine-tuned at 2L. The dataset is prepared in `data_dir` (the caller's), never where the run was."""
     t0 = time.perf_counter()
     model, mcfg, tcfg, meta = run
     precision = Precision.of(tcfg.dtype, device)
-    region, train_data = val_region(tcfg, meta, mcfg.block_size, ev)
+    region, train_data = val_region(tcfg, meta, mcfg.block_size, ev, data_dir)
     L = mcfg.block_size
     results = {"": eval_variant(model, region, ev, precision=precision)}
     if mcfg.pos_enc == "rope" and mcfg.rope_scaling is None:

@@ -23,6 +23,16 @@ def write_atomic(path: str | Path, write) -> None:
         Path(tmp).unlink(missing_ok=True)  # no-op after a successful rename
 
 
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete the temporary files `write_atomic` left beside `path` when it was killed (kill -9, power
+    loss: no `finally` ran). Only for files that no live process is writing; returns what was removed."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{path.name}.*.tmp"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
 def write_text(path: str | Path, text: str) -> None:
     """Write UTF-8 text atomically."""
     data = text.encode("utf-8")

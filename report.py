@@ -207,7 +207,7 @@ def write_plots(records: list[dict], agg: dict, out: Path, L: int) -> list[str]:
         runs = []
         for rec in records:
             if rec["label"] == lab:
-                runs.append([r for r in read_metrics(rec["summary"]["out_dir"]) if "val_loss" in r])
+                runs.append([r for r in read_metrics(rec["run_dir"]) if "val_loss" in r])
         n = min(map(len, runs))
         its = [r["iter"] for r in runs[0][:n]]
         for key, style in (("val_loss", "-"), ("train_loss", ":")):

@@ -10,16 +10,43 @@
 import dataclasses
 import json
 import pickle  # only for the exception type torch.load raises on a corrupt file
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from files import write_atomic, write_json
+from files import remove_stale_temps, write_atomic, write_json
 from model import GPT, ModelConfig
+from runtime import auto_device
 from training import TrainConfig
 
 CKPT, CONFIG, ENV, METRICS, SUMMARY = "ckpt.pt", "config.json", "env.json", "metrics.jsonl", "summary.json"
+# Train keys a resume may change: where files go and what is only reported. Any other change would make
+# the resumed run neither the old run nor a new one, so resume_checkpoint refuses it.
+RESUMABLE_CHANGES = ("out_dir", "data_dir", "device", "compile", "resume", "overwrite", "max_iters",
+                     "eval_interval", "eval_iters", "log_interval", "sample_tokens")  # fmt: skip
+
+
+def open_run_dir(train_cfg: TrainConfig) -> Path:
+    """The run directory of a new or resumed run, after deciding what happens to what is there: a folder
+    holding a run (ckpt.pt or metrics.jsonl) is continued only with resume=true and started again only
+    with overwrite=true, never silently. Temporary files of writes cut short (kill -9) are removed."""
+    out = Path(train_cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir {str(out)!r} is a file, not a folder; choose another --out_dir")
+    existing = [name for name in (CKPT, METRICS) if (out / name).exists()]
+    if existing and not (train_cfg.resume or train_cfg.overwrite):
+        raise ValueError(
+            f"{out} already holds a run ({', '.join(existing)}); continue it with --resume=true, start it "
+            "again with --overwrite=true (replaces its checkpoint and metrics), or choose another --out_dir"
+        )
+    if out.is_dir():
+        for name in (CKPT, CONFIG, ENV, METRICS, SUMMARY):
+            remove_stale_temps(out / name)
+    if train_cfg.overwrite:  # the old run's summary would describe a run that is no longer there
+        (out / SUMMARY).unlink(missing_ok=True)
+    return out
 
 
 def save_checkpoint(run_dir, model: GPT, optimizer, scaler, train_cfg: TrainConfig, meta: dict, *,
@@ -41,16 +68,36 @@ def save_checkpoint(run_dir, model: GPT, optimizer, scaler, train_cfg: TrainConf
     write_atomic(Path(run_dir) / CKPT, lambda f: torch.save(state, f))
 
 
-def read_checkpoint(path, device="cpu") -> tuple[dict, ModelConfig, TrainConfig]:
-    """(checkpoint dict, its model config, its train config) from `path`, read with weights_only=True. A file
-    that is not a readable nanorope checkpoint (truncated, corrupt, another program's) is a ValueError."""
+def read_checkpoint(path) -> tuple[dict, ModelConfig, TrainConfig]:
+    """(checkpoint dict on the CPU, its model config, its train config) from `path`, read with
+    weights_only=True. A file that is not a consistent nanorope checkpoint (truncated, corrupt, another
+    program's, weights or tokenizer that do not fit its config) is a ValueError; devices never enter here
+    (load_run moves the model afterwards), so a device problem is never reported as a bad file."""
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-        return ckpt, ModelConfig(**ckpt["model_config"]), TrainConfig(**ckpt["train_config"])
-    except (RuntimeError, EOFError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        model_cfg, train_cfg = ModelConfig(**ckpt["model_config"]), TrainConfig(**ckpt["train_config"])
+        _check_consistent(ckpt, model_cfg)
+        return ckpt, model_cfg, train_cfg
+    except (RuntimeError, EOFError, KeyError, TypeError, IndexError, ValueError, pickle.UnpicklingError) as e:
+        detail = f"{type(e).__name__}: {e}" if isinstance(e, ValueError) else type(e).__name__
         raise ValueError(
-            f"{path} is not a readable nanorope checkpoint ({type(e).__name__}); retrain or restore it"
+            f"{path} is not a readable nanorope checkpoint ({detail}); retrain or restore it"
         ) from None
+
+
+def _check_consistent(ckpt: dict, model_cfg: ModelConfig) -> None:
+    """Before any model is built: the config asks for about as many weights as the file holds (so a
+    crafted n_embd cannot make us allocate gigabytes; exact shapes are load_state_dict's check) and the
+    tokenizer covers the vocabulary."""
+    C, L = model_cfg.n_embd, model_cfg.n_layer
+    implied = (model_cfg.padded_vocab_size + model_cfg.block_size) * C + L * (12 * C * C + 13 * C) + 2 * C
+    held = sum(t.numel() for t in ckpt["model"].values())
+    if implied > 2 * held + 2**20:  # learned tables and biases make `implied` an upper bound
+        raise ValueError(f"model_config implies ~{implied:,} weights but the file holds {held:,}")
+    meta = ckpt["meta"]
+    chars = meta.get("chars")
+    if meta["vocab_size"] != model_cfg.vocab_size or (chars is not None and len(chars) != meta["vocab_size"]):
+        raise ValueError(f"tokenizer of vocab_size {meta['vocab_size']} does not match the model's")
 
 
 def resume_checkpoint(run_dir, model_cfg: ModelConfig, train_cfg: TrainConfig, meta: dict) -> dict:
@@ -59,6 +106,15 @@ def resume_checkpoint(run_dir, model_cfg: ModelConfig, train_cfg: TrainConfig, m
     if not path.is_file():
         raise ValueError(f"resume=True but there is no checkpoint at {path}; drop --resume to start afresh")
     ckpt, _, _ = read_checkpoint(path)
+    saved_train = ckpt["train_config"]
+    changed = {k: (v, saved_train.get(k)) for k, v in dataclasses.asdict(train_cfg).items()
+               if k not in RESUMABLE_CHANGES and saved_train.get(k) != v}  # fmt: skip
+    if changed:
+        raise ValueError(
+            f"resume: the train config differs from the checkpoint's, {{key: (given, saved)}} = {changed}; "
+            f"a resumed run continues exactly, so only {', '.join(RESUMABLE_CHANGES)} may change; "
+            "use a new out_dir for a different run"
+        )
     saved = ckpt["model_config"]
     diff = {k: (v, saved.get(k)) for k, v in model_cfg.to_dict().items() if saved.get(k) != v}
     if diff:
@@ -86,9 +142,15 @@ def load_run(run_dir, device="cpu") -> tuple[GPT, ModelConfig, TrainConfig, dict
         raise FileNotFoundError(
             f"no checkpoint at {path}; train one first: python train.py --out_dir={run_dir}"
         )
-    ckpt, model_cfg, train_cfg = read_checkpoint(path, device)
+    device = auto_device(device)  # before reading: a missing GPU is not a bad checkpoint
+    ckpt, model_cfg, train_cfg = read_checkpoint(path)
     model = GPT(model_cfg)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:  # missing, unexpected or mis-shaped weights
+        first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
+        msg = f"{path}: its weights do not fit its model_config ({first}); retrain or restore it"
+        raise ValueError(msg) from None
     return model.to(device).eval(), model_cfg, train_cfg, ckpt["meta"]
 
 
@@ -101,8 +163,22 @@ def write_configs(run_dir, model_cfg: ModelConfig, train_cfg: TrainConfig, env: 
 
 
 def read_metrics(run_dir) -> list[dict]:
-    """The rows of a run's metrics.jsonl, in order."""
-    return [json.loads(r) for r in (Path(run_dir) / METRICS).read_text(encoding="utf-8").splitlines()]
+    """The rows of a run's metrics.jsonl, in order. A torn last line (a crash or a full disk mid-write) is
+    dropped with a warning on stderr: the checkpoint, not the log, says where the run is. A bad line
+    elsewhere is a ValueError naming the file and line."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        raise ValueError(f"{path} not found: {run_dir} is not a train.py run directory")
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    rows = []
+    for n, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n < len(lines):
+                raise ValueError(f"{path}:{n} is not a JSON row; repair or delete that line") from None
+            print(f"warning: {path}:{n}: dropped a torn last line (a write cut short)", file=sys.stderr)
+    return rows
 
 
 class MetricsLog:
@@ -111,9 +187,9 @@ class MetricsLog:
 
     def __init__(self, run_dir, keep_before: int | None = None):
         path = Path(run_dir) / METRICS
-        old = path.read_text(encoding="utf-8").splitlines() if keep_before and path.exists() else []
-        kept = "".join(r + "\n" for r in old if json.loads(r)["iter"] < keep_before)
-        path.write_text(kept, encoding="utf-8")
+        old = read_metrics(run_dir) if keep_before and path.exists() else []
+        kept = "".join(json.dumps(r) + "\n" for r in old if r["iter"] < keep_before)
+        write_atomic(path, lambda f: f.write(kept.encode("utf-8")))
         self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
 
     def write(self, row: dict) -> None:
@@ -135,6 +211,8 @@ def read_summary(run_dir) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     rows = read_metrics(run_dir)
     evals, steps = [r for r in rows if "val_loss" in r], [r for r in rows if "ms_per_iter" in r]
+    if not evals:
+        raise ValueError(f"{Path(run_dir) / METRICS} has no eval row yet; train the run further first")
     summary = {
         "out_dir": str(run_dir),
         "iters": evals[-1]["iter"],

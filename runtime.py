@@ -36,22 +36,32 @@ def peak_bf16_flops(device_name: str) -> float | None:
     return next((peak for key, peak in PEAK_BF16_FLOPS if key in device_name), None)
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # what the model is run and tested on
+
+
 def is_device(name: str) -> bool:
-    """Whether `name` is a torch device string (cpu, cuda, cuda:1, mps, ...)."""
+    """Whether `name` is a device string of a supported type: cpu, cuda, cuda:1, mps."""
     try:
-        torch.device(name)
-    except RuntimeError:
+        return torch.device(name).type in DEVICE_TYPES
+    except (RuntimeError, ValueError):
         return False
-    return True
 
 
 def auto_device(device: str = "auto") -> str:
-    """`device` itself, or for "auto" the best available: cuda > mps > cpu. Asking for CUDA where
-    there is none is a ValueError naming what to pass instead."""
+    """`device` itself after checking that it is there, or for "auto" the best available: cuda > mps >
+    cpu. A device this machine lacks is a ValueError naming what to pass instead, raised before anything
+    (a checkpoint, a dataset) is read."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+    if not is_device(device):
+        raise ValueError(f"device={device!r} is not one of {DEVICE_TYPES} (cuda:N for a given GPU)")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available; use --device=cpu or --device=auto")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} but MPS is not available; use --device=cpu or --device=auto")
     return device
 
 

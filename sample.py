@@ -5,17 +5,19 @@ with weights_only=True) and decodes with the KV cache of `GPT.generate` (model.g
 the run's precision policy (runtime.Precision).
 """
 
+import math
 import sys
 from dataclasses import dataclass
 
 import torch
 
-from configurator import check_ints, parse_cli
-from data.corpora import DownloadError
+from configurator import check_ints, parse_cli, run_main
 from data.tokenizers import get_tokenizer
 from model import generate_text
 from rundir import load_run
 from runtime import DTYPES, Precision, auto_device, is_device
+
+MAX_NEW_TOKENS, MAX_SAMPLES = 100_000, 256
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,13 @@ class SampleConfig:
     dtype: str = "auto"  # auto = bfloat16 on CUDA if supported (else float16), float32 elsewhere
 
     def __post_init__(self):
-        check_ints(self, ("max_new_tokens", "seed"), 0)
-        check_ints(self, ("num_samples",), 1)
-        if not self.temperature >= 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
+        # bounds: past them the token buffer and KV cache outgrow any machine this repo is meant for
+        check_ints(self, ("max_new_tokens",), 0, MAX_NEW_TOKENS)
+        check_ints(self, ("num_samples",), 1, MAX_SAMPLES)
+        check_ints(self, ("seed",), 0, 2**63 - 1)
+        if not 0 <= self.temperature < math.inf:
+            allowed = "a finite number >= 0 (0 = greedy)"
+            raise ValueError(f"temperature must be {allowed}, got {self.temperature!r}")
         if self.top_k is not None and (isinstance(self.top_k, bool) or self.top_k < 0):
             raise ValueError(f"top_k must be an integer >= 0 or none, got {self.top_k!r}")
         if self.dtype not in DTYPES:
@@ -69,7 +74,4 @@ def main(argv: list[str] | None = None) -> list[str]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError, DownloadError) as e:
-        sys.exit(f"error: {e}")
+    run_main(main)

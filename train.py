@@ -27,9 +27,8 @@ from tqdm import tqdm
 
 import rundir
 import training
-from configurator import parse_cli
+from configurator import parse_cli, run_main
 from data import batches
-from data.corpora import DownloadError
 from data.tokenizers import get_tokenizer
 from evaluate import loss_sum
 from model import GPT, ModelConfig, generate_text
@@ -49,7 +48,7 @@ class Run:
                 f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a multiple of the "
                 f"number of processes, {procs.world}"
             )
-        self.cfg, self.procs, self.out = cfg, procs, Path(cfg.out_dir)
+        self.cfg, self.procs, self.out = cfg, procs, rundir.open_run_dir(cfg)
         self.gas = cfg.gradient_accumulation_steps // procs.world  # micro-steps per process
         self.device = procs.device(cfg.device)
         self.precision = Precision.of(cfg.dtype, self.device)
@@ -269,7 +268,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FloatingPointError, DownloadError) as e:
-        sys.exit(f"error: {e}")
+    run_main(lambda: 130 if main()["interrupted"] else 0, "continue with --resume=true")

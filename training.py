@@ -11,6 +11,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from configurator import check_ints
 from runtime import DTYPES, Precision, is_device
 
+MAX_SEED = 2**63 - 1  # seeds stay valid for torch.manual_seed after compare.py and DDP add small offsets
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -36,17 +38,24 @@ class TrainConfig:
     log_interval: int = 10
     seed: int = 1337  # init and dropout
     data_seed: int = 0  # batch order
-    device: str = "auto"  # auto = cuda > mps > cpu; or any torch device string
+    device: str = "auto"  # auto = cuda > mps > cpu; or cpu, cuda, cuda:N, mps
     dtype: str = "auto"  # auto = bfloat16 on CUDA if supported (else float16), float32 elsewhere
     compile: bool = False
     resume: bool = False  # continue from out_dir/ckpt.pt
+    overwrite: bool = False  # start again in an out_dir that holds a run (replaces its checkpoint, metrics)
     sample_tokens: int = 200  # tokens to sample at the end (0: none)
 
     def __post_init__(self):
         ge_1 = ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval")
-        ge_0 = ("max_iters", "warmup_iters", "lr_decay_iters", "seed", "data_seed", "sample_tokens")
+        ge_0 = ("max_iters", "warmup_iters", "lr_decay_iters", "sample_tokens")
         check_ints(self, ge_1, 1)
         check_ints(self, ge_0, 0)
+        check_ints(self, ("seed", "data_seed"), 0, MAX_SEED)
+        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume=true continues the run in out_dir, overwrite=true replaces it: pick one")
         checks = {
             "learning_rate": (self.learning_rate > 0, "> 0"),
             "min_lr": (0 <= self.min_lr <= self.learning_rate, f"in [0, learning_rate={self.learning_rate}]"),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from configurator import parse_cli
+from configurator import parse_cli, run_main
 from data import corpora
 from data.tokenizers import TOKENIZERS, new_tokenizer
 from files import write_atomic, write_text
@@ -153,7 +153,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, corpora.DownloadError) as e:
-        sys.exit(f"error: {e}")
+    run_main(main)

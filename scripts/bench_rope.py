@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from configurator import check_ints, parse_cli
+from configurator import check_ints, parse_cli, run_main
 from model import CausalSelfAttention, ModelConfig
 from positional import POS_ENCODINGS
 
@@ -104,7 +104,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+    run_main(main)

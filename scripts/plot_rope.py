@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 
-from configurator import parse_cli
+from configurator import parse_cli, run_main
 from rope import rope_inv_freq
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +83,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+    run_main(main)

@@ -2,6 +2,7 @@
 against train.py's own eval, entries and their knobs, bad input, the presets."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +127,75 @@ def test_presets_parse(preset):
     assert len(cmp.entries()) == 5 and cmp.n_seeds >= 2 and train_cfg.max_iters == train_cfg.lr_decay_iters
     schemes = [compare.scheme_config(model_cfg, e).pos_enc for e in cmp.entries()]
     assert schemes == sorted(POS_ENCODINGS, key=cmp.schemes.index) and ev.stride == model_cfg.block_size
+
+
+# --- nothing lost, every failure one line (issue 11) ----------------------------------------------
+
+
+def tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--schemes=rope,rope,alibi"], "schemes lists one run twice"),
+        (["--eval_only=out/a,out/./a"], "eval_only lists one run twice"),
+        (["--finetune_lr=inf"], "finetune_lr must be a finite number"),
+    ],
+)
+def test_duplicates_and_infinite_values_are_refused(argv, match):
+    with pytest.raises(ValueError, match=match):
+        compare.main(argv, progress=False)
+
+
+def test_eval_only_of_copied_runs_leaves_the_original_grid_untouched(grid, tmp_path):
+    root = grid[0]
+    before = tree(root / "grid")
+    for name in ("rope-seed0", "learned-seed0"):
+        shutil.copytree(root / "grid" / name, tmp_path / "copies" / name)
+    results = compare.main([f"--eval_only={tmp_path / 'copies'}", "--rope_methods=", "--eval_windows=1",
+                            f"--data_dir={tmp_path / 'data'}"], progress=False)  # fmt: skip
+    assert tree(root / "grid") == before  # byte-identical
+    assert (tmp_path / "copies" / "report.md").is_file() and (tmp_path / "copies" / "curves.png").is_file()
+    copies = {str(tmp_path / "copies" / n) for n in ("learned-seed0", "rope-seed0")}
+    assert {r["run_dir"] for r in results["runs"]} == copies
+    assert (tmp_path / "data").is_dir()  # the data went where this command said, not where the run was
+    with pytest.raises(ValueError, match="lists one run twice"):  # a folder and a run inside it
+        both = f"--eval_only={tmp_path / 'copies'},{tmp_path / 'copies' / 'rope-seed0'}"
+        compare.main([both], progress=False)
+
+
+def test_a_moved_grid_resumes_without_training(grid, tmp_path, monkeypatch):
+    root, argv, results = grid
+    shutil.copytree(root / "grid", tmp_path / "moved")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(compare, "train", no_training)
+    moved = [a for a in argv if not a.startswith("--out_dir=")] + [f"--out_dir={tmp_path / 'moved'}"]
+    again = compare.main(moved, progress=False)
+    assert again["extrapolation"] == results["extrapolation"]
+    assert all(r["run_dir"].startswith(str(tmp_path / "moved")) for r in again["runs"])
+
+
+def test_a_diverged_fine_tune_is_an_error_not_a_nan_in_the_report(grid, tmp_path):
+    run = grid[0] / "grid" / "rope-seed0"
+    with pytest.raises(FloatingPointError, match="fine-tune diverged"):
+        compare.main([f"--eval_only={run}", f"--report_dir={tmp_path}", "--rope_methods=",
+                      "--finetune_iters=3", "--finetune_lr=1e6", "--grad_clip=0", "--eval_windows=1"],
+                     progress=False)  # fmt: skip
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_eval_only_of_a_run_without_metrics_is_a_clear_error(grid, tmp_path):
+    shutil.copytree(grid[0] / "grid" / "rope-seed0", tmp_path / "run")
+    for name in ("compare.json", "summary.json", "metrics.jsonl"):
+        (tmp_path / "run" / name).unlink(missing_ok=True)
+    argv = [f"--eval_only={tmp_path / 'run'}", "--rope_methods=", "--eval_windows=1"]
+    with pytest.raises(ValueError, match=r"metrics\.jsonl not found"):
+        compare.main(argv, progress=False)
+    (tmp_path / "run" / "metrics.jsonl").write_text("")
+    with pytest.raises(ValueError, match="has no eval row yet"):
+        compare.main(argv, progress=False)

@@ -2,12 +2,13 @@
 dataclasses, unknown keys, --help; and that every train.py preset parses with every scheme."""
 
 import dataclasses
+import errno
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from configurator import parse_cli, parse_config
+from configurator import parse_cli, parse_config, run_main
 from model import ModelConfig
 from positional import POS_ENCODINGS
 from training import TrainConfig
@@ -142,3 +143,34 @@ def test_help_lists_every_key(capsys):
     out = capsys.readouterr().out
     assert out.startswith("tool: what it does\n\nkeys")
     assert all(f"{f.name}=" in out for t in (ModelConfig, TrainConfig) for f in dataclasses.fields(t))
+
+
+def test_a_broken_preset_names_its_file_and_line(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("count = 2\nrate = (\n")
+    with pytest.raises(ValueError, match=r"preset .*bad\.py, line 2: syntax error"):
+        parse(str(bad))
+    bad.write_text("count = 2\nrate = 1 / 0\n")
+    with pytest.raises(ValueError, match=r"preset .*bad\.py, line 2: ZeroDivisionError"):
+        parse(str(bad))
+
+
+def test_run_main_turns_expected_failures_into_one_line(capsys):
+    def fail(exc):
+        def main():
+            raise exc
+        return main
+
+    disk_full = OSError(errno.ENOSPC, "No space left on device", "out/run/ckpt.pt")
+    full_message = "error: No space left on device: out/run/ckpt.pt; free some disk space"
+    for exc, message in [(ValueError("bad value"), "error: bad value"), (disk_full, full_message)]:
+        with pytest.raises(SystemExit, match=message):
+            run_main(fail(exc))
+    with pytest.raises(SystemExit) as info:
+        run_main(fail(KeyboardInterrupt()), "resume with the same command")
+    assert info.value.code == 130 and "interrupted; resume with the same command" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        run_main(lambda: ["not", "a", "code"])
+    assert info.value.code == 0
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        run_main(lambda: 1 / 0)

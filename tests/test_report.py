@@ -36,6 +36,7 @@ def record(label, seed, loss, tmp_path):
                "final_train_loss": loss, "tokens_per_sec": 1000.0, "ms_per_iter": 5.0, "elapsed_s": 2.0}
     configs = {"model": {"block_size": 8}, "train": {"dataset": "tiny", "tokenizer": "char", "max_iters": 4}}
     return {"label": label, "seed": seed, "summary": summary, "configs": configs, "eval": {"": ev},
+            "run_dir": str(run_dir),
             "params": {"non_embedding": 10, "position": 0}, "eval_s": 1.0, "eval_tokens": 64}  # fmt: skip
 
 

@@ -89,3 +89,43 @@ def test_summary_is_read_back_or_rebuilt_from_metrics(tmp_path):
                        "best_val_loss": 2.5, "elapsed_s": 3.0, "ms_per_iter": 20.0, "tokens_per_sec": 200.0}
     rundir.write_summary(tmp_path, rebuilt | {"interrupted": False})
     assert rundir.read_summary(tmp_path)["interrupted"] is False
+
+
+def test_a_new_run_never_replaces_an_old_one_untold(tmp_path):
+    cfg = TrainConfig(out_dir=str(tmp_path))
+    assert rundir.open_run_dir(cfg) == tmp_path  # empty: fine
+    (tmp_path / rundir.METRICS).write_text("")
+    with pytest.raises(ValueError, match=r"holds a run \(metrics.jsonl\); continue it with --resume=true"):
+        rundir.open_run_dir(cfg)
+    (tmp_path / rundir.SUMMARY).write_text("{}")
+    (tmp_path / ".ckpt.pt.abc.tmp").write_bytes(b"half")  # a kill -9 mid-write
+    rundir.open_run_dir(TrainConfig(out_dir=str(tmp_path), overwrite=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [rundir.METRICS]  # stale temp and summary gone
+    with pytest.raises(ValueError, match="pick one"):
+        TrainConfig(resume=True, overwrite=True)
+
+
+def test_a_torn_line_is_dropped_only_at_the_end(tmp_path, capsys):
+    (tmp_path / rundir.METRICS).write_text('{"iter": 0}\n{"iter": 1}\n{"iter": 2, "tr')
+    assert rundir.read_metrics(tmp_path) == [{"iter": 0}, {"iter": 1}]
+    assert f"{rundir.METRICS}:3: dropped a torn last line" in capsys.readouterr().err
+    (tmp_path / rundir.METRICS).write_text('{"iter": 0}\n{"it\n{"iter": 2}\n')
+    with pytest.raises(ValueError, match=r"metrics\.jsonl:2 is not a JSON row"):
+        rundir.read_metrics(tmp_path)
+
+
+def test_inconsistent_checkpoints_are_refused_before_any_model_is_built(tmp_path, monkeypatch):
+    saved_run(tmp_path)
+    ckpt = torch.load(tmp_path / rundir.CKPT, weights_only=True)
+    crafted = dict(ckpt, model_config=ckpt["model_config"] | {"n_embd": 2**16, "n_head": 2**10})
+    torch.save(crafted, tmp_path / "crafted.pt")
+    monkeypatch.setattr(rundir, "GPT", None)  # building a model would fail the test with a TypeError
+    with pytest.raises(ValueError, match=r"implies ~[\d,]+ weights but the file holds"):
+        rundir.read_checkpoint(tmp_path / "crafted.pt")
+    torch.save(dict(ckpt, meta=META | {"chars": list("ab")}), tmp_path / "meta.pt")
+    with pytest.raises(ValueError, match="tokenizer of vocab_size"):
+        rundir.read_checkpoint(tmp_path / "meta.pt")
+    monkeypatch.undo()
+    torch.save(dict(ckpt, model={k: v[:1] for k, v in ckpt["model"].items()}), tmp_path / rundir.CKPT)
+    with pytest.raises(ValueError, match="weights do not fit its model_config"):
+        rundir.load_run(tmp_path)

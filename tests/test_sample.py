@@ -31,7 +31,7 @@ def run_dir(tmp_path_factory):
 
 
 def sample(run_dir, **kw) -> list[str]:
-    return S.sample(S.SampleConfig(out_dir=str(run_dir), device="cpu", **kw))
+    return S.sample(S.SampleConfig(out_dir=str(run_dir), **{"device": "cpu"} | kw))
 
 
 def test_greedy_sample_equals_the_checkpoint_model(run_dir):
@@ -61,9 +61,13 @@ def test_bad_input(run_dir, tmp_path):
 
 
 def run_cli(monkeypatch, *args):
-    """sample.py as a script, `if __name__ == "__main__"` block included, without a new interpreter."""
+    """sample.py as a script, `if __name__ == "__main__"` block included, without a new interpreter; a
+    successful run exits 0."""
     monkeypatch.setattr(sys, "argv", ["sample.py", *map(str, args)])
-    runpy.run_path(str(REPO / "sample.py"), run_name="__main__")
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(str(REPO / "sample.py"), run_name="__main__")
+    if info.value.code != 0:
+        raise info.value
 
 
 def test_cli(run_dir, monkeypatch, capsys):
@@ -75,7 +79,7 @@ def test_cli(run_dir, monkeypatch, capsys):
         run_cli(monkeypatch, f"--out_dir={run_dir}", "--prompt=€")
     with pytest.raises(SystemExit, match=r"^error: unexpected argument .*: use --key=value"):
         run_cli(monkeypatch, run_dir)  # the old positional form
-    with pytest.raises(SystemExit, match=r"^error: num_samples must be an integer >= 1, got 0"):
+    with pytest.raises(SystemExit, match=r"^error: num_samples must be an integer in \[1, 256\], got 0"):
         run_cli(monkeypatch, f"--out_dir={run_dir}", "--num_samples=0")
 
 
@@ -83,3 +87,29 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "ckpt.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable nanorope checkpoint"):
         sample(tmp_path)
+
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_a_missing_device_is_not_called_a_bad_checkpoint(run_dir):
+    with pytest.raises(ValueError, match="CUDA is not available; use --device=cpu") as info:
+        sample(run_dir, device="cuda")
+    assert "checkpoint" not in str(info.value)
+    for device in ("xpu", "meta"):
+        with pytest.raises(ValueError, match="device must be 'auto' or a torch device"):
+            S.SampleConfig(out_dir=str(run_dir), device=device)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        (dict(temperature=float("nan")), "temperature must be a finite number"),
+        (dict(temperature=float("inf")), "temperature"),
+        (dict(num_samples=10**6), r"num_samples must be an integer in \[1, 256\]"),
+        (dict(max_new_tokens=10**9), r"max_new_tokens must be an integer in \[0, 100000\]"),
+        (dict(top_k=-1), "top_k"),
+    ],
+)
+def test_sample_config_bounds(kw, match):
+    with pytest.raises(ValueError, match=match):
+        S.SampleConfig(**kw)

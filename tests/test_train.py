@@ -1,12 +1,14 @@
 """train.py end to end on a tiny model: run dir contents, exact resume after Ctrl-C, NaN handling,
 the fixed-batch evaluation, bad input and DDP (2 CPU processes, gloo) against one process."""
 
+import errno
 import json
 import math
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +178,107 @@ def test_help_lists_every_key(capsys):
     out = capsys.readouterr().out
     assert exit_info.value.code == 0 and out.startswith("Train a GPT on one corpus")
     assert "max_iters=2000" in out and "pos_enc='rope'" in out
+
+
+# --- nothing lost, every failure one line (issue 11) ----------------------------------------------
+
+
+def files_of(run_dir):
+    return {p.name: p.read_bytes() for p in Path(run_dir).iterdir()}
+
+
+def test_a_finished_run_is_never_restarted_silently(tmp_path, corpus):
+    run(tmp_path, corpus)
+    before = files_of(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"already holds a run .*--resume=true.*--overwrite=true"):
+        run(tmp_path, corpus)
+    assert files_of(tmp_path / "run") == before  # nothing touched
+    again = run(tmp_path, corpus, overwrite=True, max_iters=3, lr_decay_iters=3)  # told to: starts again
+    assert again["iters"] == 3 and max(r["iter"] for r in rows(tmp_path / "run")) == 3
+
+
+def test_resume_with_other_training_values_is_refused_with_the_diff(tmp_path, corpus):
+    run(tmp_path, corpus, max_iters=3, lr_decay_iters=6)
+    with pytest.raises(ValueError, match=r"'batch_size': \(8, 4\)"):
+        run(tmp_path, corpus, resume=True, batch_size=8)
+    assert run(tmp_path, corpus, resume=True, log_interval=5)["iters"] == 6  # reporting keys may change
+
+
+def test_a_torn_metrics_line_from_a_full_disk_does_not_block_resume(tmp_path, corpus, monkeypatch, capsys):
+    """ENOSPC mid-line at iteration 4: the run stops with the OSError; --resume drops the torn line and
+    continues from the checkpoint to the same rows as an uninterrupted run."""
+    full = run(tmp_path / "a", corpus)
+    write = rundir.MetricsLog.write
+
+    def disk_full_at_iter_4(self, row):
+        if row["iter"] == 4:
+            self.file.write(json.dumps(row)[:25])  # half a line reaches the disk
+            self.file.flush()
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.file.name))
+        write(self, row)
+
+    monkeypatch.setattr(rundir.MetricsLog, "write", disk_full_at_iter_4)
+    with pytest.raises(OSError, match="No space left"):
+        run(tmp_path / "b", corpus)
+    monkeypatch.setattr(rundir.MetricsLog, "write", write)
+    resumed = run(tmp_path / "b", corpus, resume=True)
+    assert "dropped a torn last line" in capsys.readouterr().err
+    assert rows(tmp_path / "b/run") == rows(tmp_path / "a/run")
+    assert resumed["final_val_loss"] == full["final_val_loss"]
+
+
+def test_out_dir_that_is_a_file_and_bad_values_are_named(tmp_path, corpus):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        run(tmp_path, corpus, out_dir=tmp_path / "file")
+    for bad, match in [("device=meta", "device"), ("device=xpu", "device"), ("learning_rate=inf", "finite"),
+                       ("weight_decay=inf", "finite"), ("seed=18446744073709551615", r"seed .*in \[0, ")]:
+        key, _, value = bad.partition("=")
+        with pytest.raises(ValueError, match=match):
+            run(tmp_path, corpus, **{key: value})
+
+
+def test_big_seeds_are_taken_exactly():
+    (cfg,) = parse_config(["--seed=9007199254740993"], TrainConfig)
+    assert cfg.seed == 9007199254740993  # 2**53 + 1: through float it would lose the 1
+
+
+def cli(*args, cwd=REPO, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "train.py", *map(str, args)], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # fmt: skip
+
+
+def test_cli_errors_are_one_line_and_ctrl_c_exits_130(tmp_path, corpus):
+    args = argv(tmp_path, corpus, max_iters=10_000, lr_decay_iters=10_000, eval_interval=10_000)
+    proc = cli(*args)
+    for line in proc.stdout:  # training has started once iter 0 is evaluated
+        if line.startswith("iter 0: val loss"):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted; continue with --resume=true" in err
+    again = cli(*args)
+    _, err = again.communicate(timeout=60)
+    assert again.returncode == 1 and err.count("\n") == 1 and err.startswith("error: ") and "--resume" in err
+
+
+def test_kill_9_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path, corpus):
+    """A few kill -9s at random moments (checkpoints written every iteration), each followed by a resume:
+    the checkpoint always loads, and the next start removes the temporary files the kills left."""
+    rng = np.random.default_rng(0)
+    args = argv(tmp_path, corpus, max_iters=10_000, lr_decay_iters=10_000, eval_interval=1, eval_iters=1)
+    for attempt in range(3):
+        proc = cli(*args, *(["--resume=true"] if attempt else []))
+        for line in proc.stdout:
+            if line.startswith("iter") and "val loss" in line and rng.random() < 0.3:
+                break
+        time.sleep(rng.random() * 0.05)
+        proc.kill()
+        proc.communicate(timeout=60)
+        ckpt, _, _ = rundir.read_checkpoint(tmp_path / "run" / rundir.CKPT)
+        assert ckpt["iter_num"] >= 0
+    (tmp_path / "run" / ".ckpt.pt.k9x7q2.tmp").write_bytes(b"half")  # what a kill mid-write leaves
+    stale = list((tmp_path / "run").glob(".*.tmp"))
+    T.main([*args, "--resume=true", f"--max_iters={ckpt['iter_num']}"])  # a normal start cleans up
+    assert not list((tmp_path / "run").glob(".*.tmp")), stale
