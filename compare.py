@@ -110,11 +110,8 @@ def label_of(cfg: ModelConfig) -> str:
 
 
 def read_record(run_dir: Path) -> dict | None:
-    """The run's compare.json, with `run_dir` set to where the run is now (it may have been moved)."""
     path = run_dir / RECORD
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8")) | {"run_dir": str(run_dir)}
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def same_run(a: dict, b: dict) -> bool:
@@ -154,8 +151,8 @@ def run_grid(model_cfg: ModelConfig, train_cfg: TrainConfig, ev: EvalConfig, cmp
             device = auto_device(tcfg.device)
             evaluation = evaluate_run(load_run(run_dir, device), ev, device, train_cfg.data_dir)
             record |= evaluation | {"eval_settings": settings}
-            write_json(run_dir / RECORD, {k: v for k, v in record.items() if k != "run_dir"})
-        records.append(record | {"run_dir": str(run_dir)})
+            write_json(run_dir / RECORD, record)
+        records.append(record | {"run_dir": str(run_dir)})  # where it is now: the grid may have moved
     return records
 
 
