@@ -45,7 +45,8 @@ class CompareConfig:
 
     Base-config knobs of one scheme (e.g. --rope_base) apply to the entries of that scheme only."""
 
-    schemes: str = "learned,sinusoidal,rope,alibi,none"  # pos_enc[:knob=value...] each: rope:rope_dim=16
+    # pos_enc[:knob=value...] each, e.g. rope:rope_dim=16; by default every registered scheme
+    schemes: str = "learned,sinusoidal,rope,alibi,none,t5,kerple,fire,cope"
     n_seeds: int = 3  # replicates per entry
     report_dir: str | None = None  # None: the grid's out_dir (eval_only: the runs' common parent)
     eval_only: str | None = None  # comma-separated run dirs or folders of run dirs: evaluate, do not train

@@ -6,10 +6,11 @@ C n_embd, nh n_head, hs head size (C // nh), V vocab size.
 
 The model is nanoGPT's (pre-LayerNorm blocks, GELU MLP, tied `wte`/`lm_head`, GPT-2 init, GPT-2
 parameter names) with one difference: position enters only through `transformer.wpe`, an instance of
-a `PositionalEncoding` subclass (positional.py) chosen by `ModelConfig.pos_enc`. `GPT.forward` calls
-its three hooks (`embed`, `rotate`, `attn_bias`) unconditionally; each scheme overrides the ones it
-needs, so adding a scheme never touches the forward pass. Only `learned` has parameters
-(`transformer.wpe.weight`, GPT-2's name, so nanoGPT / Hugging Face GPT-2 weights map one to one).
+a `PositionalEncoding` subclass (positional.py, attention_bias.py) chosen by `ModelConfig.pos_enc`. The
+forward pass calls its hooks unconditionally, `embed` and `attn_bias` once per forward, `rotate` and
+`layer_bias` once per layer; each scheme overrides the ones it needs, so adding a scheme never touches the
+forward pass. Position parameters (`learned`'s table `transformer.wpe.weight`, GPT-2's name, so nanoGPT /
+Hugging Face GPT-2 weights map one to one; the learned biases) all live under `transformer.wpe`.
 """
 
 import math
@@ -19,12 +20,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import attention_bias  # noqa: F401  (registers the attention-bias schemes in POS_ENCODINGS)
 from positional import POS_ENCODINGS, PositionalEncoding
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Model hyper-parameters. `rope_*` knobs are None unless set; setting one for another scheme is an error.
+    """Model hyper-parameters. Scheme knobs (`rope_*`, `t5_*`, `fire_*`, `cope_*`) are None unless set;
+    setting one for another scheme is an error.
 
     Hidden defaults, written down: rope rotates the full head (`rope_dim = head size`), base 10000,
     half-split pairing; every scheme uses GPT-2 init; `vocab_size` is padded to a multiple of 64 inside
@@ -43,6 +46,10 @@ class ModelConfig:
     rope_dim: int | None = None  # rotary features per head; None -> head size (full rotary)
     rope_interleaved: bool | None = None  # None -> False: pairs (i, i + d/2), GPT-NeoX / HF Llama
     rope_scaling: dict | None = None  # HF-style {"rope_type": ...}, see rope.py
+    t5_num_buckets: int | None = None  # None -> 32 (attention_bias.T5Bias)
+    t5_max_distance: int | None = None  # None -> 128
+    fire_threshold: float | None = None  # initial L_thr; None -> block_size / 4 (attention_bias.FIRE)
+    cope_max_pos: int | None = None  # None -> block_size (attention_bias.CoPE)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -122,12 +129,15 @@ class CausalSelfAttention(nn.Module):
         # c_attn's output is [q | k | v], each [head 0 | head 1 | ...], so this is a view, (3, B, nh, T, hs)
         qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         qk, v = qkv.split((2, 1))  # split, not indexing: its backward is one cat
-        q, k = pe.rotate(qk, offset).unbind(0)  # (B, nh, T, hs) each
+        q, k = pe.rotate(qk, offset, layer).unbind(0)  # (B, nh, T, hs) each
         v = v[0]  # (B, nh, T, hs)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, S, hs)
+        mask = pe.layer_bias(bias, q, k, layer)  # None, bool or float, broadcastable to (B, nh, T, S)
+        if mask is not None and mask.is_floating_point():
+            mask = mask.to(q.dtype)  # SDPA wants the query's dtype (bf16 under autocast)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0, is_causal=bias is None
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=mask is None
         )  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -211,9 +221,7 @@ class GPT(nn.Module):
         offset = 0 if cache is None else cache.pos
         pe = self.transformer.wpe
         x = self.transformer.drop(pe.embed(self.transformer.wte(idx), offset))  # (B, T, C)
-        bias = pe.attn_bias(T, offset + T, idx.device)  # None or broadcastable to (B, nh, T, S)
-        if bias is not None and bias.is_floating_point() and torch.is_autocast_enabled(idx.device.type):
-            bias = bias.to(torch.get_autocast_dtype(idx.device.type))  # SDPA wants the query's dtype
+        bias = pe.attn_bias(T, offset + T, idx.device)  # once per forward; each layer's from it
         for layer, block in enumerate(self.transformer.h):
             x = block(x, pe, bias, offset, cache, layer)
         if cache is not None:

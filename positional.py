@@ -1,9 +1,13 @@
 """Positional encodings as strategy objects, registered by name; `ModelConfig.pos_enc` picks one.
 
-`GPT.forward` calls three hooks of `transformer.wpe` unconditionally: `embed` (token embeddings in,
-first block's input out), `rotate` (queries and keys) and `attn_bias` (mask or additive bias). The base
-class is NoPE, every hook the identity; a scheme overrides what its paper changes, so adding one is a
-class here and never touches the forward pass. Shapes: B batch, T new positions, nh heads, hs head size.
+`GPT.forward` calls the hooks of `transformer.wpe` unconditionally, so adding a scheme is a class and never
+touches the forward pass. Once per forward: `embed` (token embeddings in, first block's input out) and
+`attn_bias` (the mask or bias every layer starts from). Once per layer: `rotate` (queries and keys) and
+`layer_bias` (that layer's SDPA mask, from `attn_bias`'s and the layer's q and k). The base class is NoPE,
+every hook the identity; a scheme overrides what its paper changes. This module holds the absolute and
+rotary schemes; attention_bias.py the attention-bias family (alibi, t5, kerple, fire, cope), which
+registers here when imported (model.py imports it). Shapes: B batch, T new positions, S = offset + T keys,
+nh heads, hs head size.
 """
 
 from __future__ import annotations  # ModelConfig is only imported for type checkers (no cycle)
@@ -54,18 +58,27 @@ class PositionalEncoding(nn.Module):
         """x: token embeddings (B, T, C) of positions offset..offset+T-1 -> input of the first block."""
         return x
 
-    def rotate(self, qk: torch.Tensor, offset: int) -> torch.Tensor:
-        """qk: queries and keys stacked, (2, B, nh, T, hs), at positions offset..offset+T-1 -> the same,
-        position-encoded. Stacked so that RoPE rotates both in one call (docs/BENCH.md: cheaper than two)."""
+    def rotate(self, qk: torch.Tensor, offset: int, layer: int) -> torch.Tensor:
+        """qk: queries and keys of `layer` stacked, (2, B, nh, T, hs), at positions offset..offset+T-1 ->
+        the same, position-encoded. Stacked so that RoPE rotates both in one call (docs/BENCH.md: cheaper
+        than two)."""
         return qk
 
     def attn_bias(self, q_len: int, k_len: int, device: torch.device) -> torch.Tensor | None:
-        """Mask for queries at positions k_len-q_len..k_len-1 over keys 0..k_len-1, broadcastable to
-        (B, nh, q_len, k_len): bool (True = attend) or float (added to the scores, causal -inf folded in).
-        None means plain causal attention (q_len == k_len), which lets SDPA use its fastest kernels."""
+        """Once per forward, for queries at positions k_len-q_len..k_len-1 over keys 0..k_len-1: the mask
+        every layer starts from, broadcastable to (B, nh, q_len, k_len), bool (True = attend) or float
+        (added to the scores, causal -inf folded in), or whatever the scheme's `layer_bias` derives each
+        layer's mask from. None means plain causal attention (q_len == k_len), which lets SDPA use its
+        fastest kernels."""
         if q_len == k_len:
             return None
         return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)
+
+    def layer_bias(self, bias, q: torch.Tensor, k: torch.Tensor, layer: int) -> torch.Tensor | None:
+        """Once per layer: SDPA's attn_mask for `layer`, from `attn_bias`'s output and the layer's queries
+        q (B, nh, T, hs) and keys k (B, nh, S, hs) (position-encoded, cached keys included). Default: the
+        shared mask as it is."""
+        return bias
 
 
 @register("none")
@@ -155,34 +168,5 @@ class Rotary(PositionalEncoding):
             )
         cls._rotary(config, max_seq_len=1)  # rope.py names any bad rope_* value
 
-    def rotate(self, qk, offset):
+    def rotate(self, qk, offset, layer):
         return self.rotary(qk, offset)
-
-
-def alibi_slopes(n_head: int) -> torch.Tensor:
-    """Head slopes of Press et al. (2022): geometric from 2^(-8/n); for n not a power of two, the slopes
-    of the nearest lower power of two followed by every other slope of the next power (paper's code)."""
-
-    def geometric(n):
-        start = 2.0 ** (-8.0 / n)
-        return [start ** (i + 1) for i in range(n)]
-
-    p = 2 ** math.floor(math.log2(n_head))
-    slopes = geometric(p) + geometric(2 * p)[0::2][: n_head - p]
-    return torch.tensor(slopes, dtype=torch.float32)
-
-
-@register("alibi")
-class ALiBi(PositionalEncoding):
-    """ALiBi (Press et al. 2022): score(i, j) -= slope_h * (i - j); no embedding, any length.
-    The float bias disables SDPA's flash kernel (it only takes is_causal), so ALiBi is slower on GPU."""
-
-    def __init__(self, config: ModelConfig):
-        super().__init__(config)
-        self.register_buffer("slopes", alibi_slopes(config.n_head), persistent=False)
-
-    def attn_bias(self, q_len, k_len, device):
-        q_pos = torch.arange(k_len - q_len, k_len, device=device)
-        dist = q_pos[:, None] - torch.arange(k_len, device=device)  # (q_len, k_len), i - j
-        bias = -self.slopes[:, None, None] * dist  # (nh, q_len, k_len)
-        return bias.masked_fill(dist < 0, float("-inf"))

@@ -176,10 +176,14 @@ def write_report(records: list[dict], settings: dict, out: Path, command: str, w
 
 
 def _plot_colors(labels: list[str], variants: list[str]) -> tuple[dict, dict]:
-    """One colour per scheme and context-extension method; a fine-tuned variant takes its method's
-    colour, dashed."""
+    """One colour per scheme and context-extension method, from tab20's strong shades (matplotlib's default
+    ten) then its light ones; a fine-tuned variant takes its method's colour, dashed."""
+    from matplotlib import colormaps
+
+    tab20 = colormaps["tab20"].colors
+    palette = tab20[0::2] + tab20[1::2]
     plain = [n for n in labels + variants if not n.endswith("+ft")]
-    colors = {name: f"C{i % 10}" for i, name in enumerate(plain)}
+    colors = {name: palette[i % len(palette)] for i, name in enumerate(plain)}
     colors |= {n: colors[n.removesuffix("+ft")] for n in variants if n.endswith("+ft")}
     styles = {name: "--" if name.endswith("+ft") else "-" for name in colors}
     return colors, styles

@@ -39,7 +39,7 @@ log_interval = 50
 sample_tokens = 0
 
 # the grid and the extrapolation evaluation
-schemes = "learned,sinusoidal,rope,alibi,none"
+schemes = "learned,sinusoidal,rope,alibi,none,t5,kerple,fire,cope"
 n_seeds = 3
 eval_lengths = "1,1.25,1.5,2,4,8"  # x block_size: 64 .. 512 tokens
 eval_windows = 16  # 16 windows of 512 tokens: 8,192 validation tokens scored at every length

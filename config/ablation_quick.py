@@ -28,7 +28,7 @@ eval_iters = 10
 log_interval = 50
 sample_tokens = 0
 
-schemes = "learned,sinusoidal,rope,alibi,none"
+schemes = "learned,sinusoidal,rope,alibi,none,t5,kerple,fire,cope"
 n_seeds = 2
 eval_lengths = "1,1.25,1.5,2,4,8"
 eval_windows = 16

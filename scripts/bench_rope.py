@@ -61,7 +61,7 @@ def bench(B, T, n_head, head_dim, iters, rounds, device, clock):
 
     def rope_step():
         qk.grad = None  # as in the block, where nothing accumulates into q and k
-        rope.rotate(qk, 0).backward(grad)
+        rope.rotate(qk, 0, 0).backward(grad)
 
     steps = {
         "attn+rope": lambda: with_rope(x, rope, None, 0, None, 0).sum().backward(),

@@ -127,7 +127,8 @@ def test_presets_parse(preset):
     path = Path(compare.__file__).parent / "config" / preset
     types_ = (ModelConfig, TrainConfig, EvalConfig, compare.CompareConfig)
     model_cfg, train_cfg, ev, cmp = parse_config([str(path)], *types_)
-    assert len(cmp.entries()) == 5 and cmp.n_seeds >= 2 and train_cfg.max_iters == train_cfg.lr_decay_iters
+    assert len(cmp.entries()) == len(POS_ENCODINGS) and cmp.n_seeds >= 2
+    assert train_cfg.max_iters == train_cfg.lr_decay_iters
     schemes = [compare.scheme_config(model_cfg, e).pos_enc for e in cmp.entries()]
     assert schemes == sorted(POS_ENCODINGS, key=cmp.schemes.index) and ev.stride == model_cfg.block_size
 
@@ -189,3 +190,7 @@ def test_eval_only_of_a_run_without_metrics_is_a_clear_error(grid, tmp_path):
     (tmp_path / "run" / "metrics.jsonl").write_text("")
     with pytest.raises(ValueError, match="has no eval row yet"):
         compare.main(argv, progress=False)
+
+
+def test_the_default_grid_is_every_registered_scheme():
+    assert sorted(compare.CompareConfig().entries()) == sorted(POS_ENCODINGS)

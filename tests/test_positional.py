@@ -1,5 +1,6 @@
-"""positional.py: the registry and each scheme against its paper's formula (ALiBi slopes, Vaswani's
-sinusoids, RoPE through rope.py), position parameters, lengths past block_size."""
+"""positional.py: the registry (every scheme, attention_bias.py's included), the absolute and rotary
+schemes against their papers' formulas (Vaswani's sinusoids, RoPE through rope.py), position parameters
+of every scheme, lengths past block_size."""
 
 import math
 
@@ -7,22 +8,43 @@ import pytest
 import torch
 from helpers import model_for
 
-from positional import POS_ENCODINGS, alibi_slopes
+from positional import POS_ENCODINGS
 
 SCHEMES = sorted(POS_ENCODINGS)
 
 
-def test_registry_has_the_five_schemes():
-    assert set(SCHEMES) == {"learned", "sinusoidal", "rope", "alibi", "none"}
+# position parameters of `tiny` (block 16, 2 layers, 4 heads, 32 wide, head size 8), from the papers' sizes
+POSITION_PARAMS = {
+    "none": 0, "sinusoidal": 0, "rope": 0, "alibi": 0,
+    "learned": 16 * 32,  # a row per position
+    "t5": 32 * 4,  # 32 buckets x heads, one table
+    "kerple": 2 * 2 * 4,  # r1, r2 per layer and head
+    "fire": (32 + 32) + (4 * 32 + 4) + 2,  # MLP 1 -> 32 -> heads, c, threshold
+    "cope": 2 * 16 * 8,  # per layer: block_size positions x head size
+}  # fmt: skip
+
+
+def test_registry_has_every_scheme():
+    assert set(SCHEMES) == set(POSITION_PARAMS)
 
 
 @pytest.mark.parametrize("pos_enc", SCHEMES)
-def test_only_learned_has_position_parameters(pos_enc):
+def test_position_parameters_are_counted_as_such(pos_enc):
     model = model_for(pos_enc)
     pos_params = sum(p.numel() for p in model.transformer.wpe.parameters())
-    assert pos_params == (16 * 32 if pos_enc == "learned" else 0)
+    assert pos_params == POSITION_PARAMS[pos_enc]
     assert model.num_params(non_embedding=False) - model.num_params() == 128 * 32 + pos_params
-    assert not any(k.startswith("transformer.wpe") and "weight" not in k for k in model.state_dict())
+    buffers = {n for n, _ in model.transformer.wpe.named_buffers()}
+    assert not any(k.removeprefix("transformer.wpe.") in buffers for k in model.state_dict())  # derived ones
+
+
+@pytest.mark.parametrize("pos_enc", SCHEMES)
+def test_every_position_parameter_learns(pos_enc):
+    model = model_for(pos_enc).train()
+    idx = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(9))
+    model(idx, targets=idx)[1].backward()
+    for name, p in model.transformer.wpe.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
 @pytest.mark.parametrize("pos_enc", SCHEMES)
@@ -35,14 +57,6 @@ def test_length_beyond_block_size(pos_enc):
     else:
         logits, loss = model(idx, targets=idx)
         assert logits.shape == (1, 33, 65) and torch.isfinite(loss)
-
-
-def test_alibi_slopes_match_the_paper():
-    torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0 ** -(i + 1) for i in range(8)]))
-    # non-power-of-two: slopes of 4 heads, then every other slope of 8 heads (paper's get_slopes)
-    expected = [2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8, 2.0**-1, 2.0**-3]
-    torch.testing.assert_close(alibi_slopes(6), torch.tensor(expected))
-    assert alibi_slopes(12).shape == (12,)
 
 
 def test_sinusoidal_table_is_vaswani():
@@ -63,6 +77,6 @@ def test_rope_scheme_uses_rope_py():
     qk = torch.randn(2, 1, 4, 10, 8)  # (2, B, nh, T, hs): q and k stacked
     q, k = qk.unbind(0)
     ref = RotaryEmbedding(8, base=500.0, rotary_dim=4)
-    q2, k2 = model.transformer.wpe.rotate(qk, 3).unbind(0)
+    q2, k2 = model.transformer.wpe.rotate(qk, 3, 0).unbind(0)
     torch.testing.assert_close(q2, ref(q, 3))
     torch.testing.assert_close(k2, ref(k, 3))

@@ -1,0 +1,248 @@
+"""The attention-bias family of positional encodings: nothing is added to the embeddings or rotated; every
+attention score gets a bias that depends on where the key is relative to the query.
+
+    alibi   Press et al. 2022       fixed head slopes: -m_h (i - j)
+    t5      Raffel et al. 2020      a learned scalar per head per log-spaced distance bucket, one table
+    kerple  Chi et al. 2022         -r1 log(1 + r2 (i - j)), r1, r2 > 0 learned per head and layer
+    fire    Li et al. 2023          MLP(psi(i - j) / psi(max(L_thr, i))), psi(x) = log(c x + 1), one MLP
+    cope    Golovneva et al. 2024   contextual positions (sums of sigmoid(q.k) gates), interpolated embeddings
+
+Conventions: query position i, key position j <= i, distance i - j >= 0, all absolute positions, so the KV
+cache gives the bias of a full forward at any offset. The bias is added to SDPA's scaled scores
+q.k / sqrt(hs), with the causal -inf folded in, as one float mask (1 or B, nh, T, S) and no is_causal. What is
+computed once per forward (`attn_bias`) and what once per layer (`layer_bias`) is said per scheme.
+
+Kernels: a float mask rules out SDPA's flash kernel on CUDA (it takes is_causal only), so these schemes get
+the memory-efficient kernel there, which takes the mask and its gradient (PyTorch's backend rules; not
+measured here). On CPU (measured, torch 2.13) a 4-D float mask runs the flash-CPU kernel when no gradient
+flows into it (alibi; every scheme under no_grad) and the math kernel when one does (the learned biases in
+training). Parameters live here, in `transformer.wpe`, so `GPT.num_params` counts them as position ones.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from positional import PositionalEncoding, register
+
+
+def _distances(q_len: int, k_len: int, device) -> torch.Tensor:
+    """i - j for queries at k_len - q_len .. k_len - 1 over keys 0 .. k_len - 1: (q_len, k_len) int64,
+    negative where the key is in the query's future."""
+    q_pos = torch.arange(k_len - q_len, k_len, device=device)
+    return q_pos[:, None] - torch.arange(k_len, device=device)
+
+
+def _causal(bias: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """bias (..., q_len, k_len) with -inf on the future keys, as SDPA's 4-D float mask (1, ..., q, k)."""
+    return bias.masked_fill(dist < 0, float("-inf"))[None]
+
+
+def alibi_slopes(n_head: int) -> torch.Tensor:
+    """Head slopes of Press et al. (2022): geometric from 2^(-8/n); for n not a power of two, the slopes
+    of the nearest lower power of two followed by every other slope of the next power (paper's code)."""
+
+    def geometric(n):
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    p = 2 ** math.floor(math.log2(n_head))
+    slopes = geometric(p) + geometric(2 * p)[0::2][: n_head - p]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+@register("alibi")
+class ALiBi(PositionalEncoding):
+    """ALiBi (Press et al. 2022): score(i, j) -= slope_h * (i - j), computed once per forward; no parameters,
+    any length (past block_size the same line goes on)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.register_buffer("slopes", alibi_slopes(config.n_head), persistent=False)
+
+    def attn_bias(self, q_len, k_len, device):
+        dist = _distances(q_len, k_len, device)
+        return _causal(-self.slopes[:, None, None] * dist, dist)  # (1, nh, q_len, k_len)
+
+
+def t5_bucket(distance: torch.Tensor, num_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
+    """T5's causal (unidirectional) bucket of each distance i - j: distances below num_buckets // 2 get one
+    bucket each, longer ones log-spaced buckets up to max_distance, and all distances from there on share
+    the last bucket; the future (negative) gets bucket 0. int64, distance's shape. Computed in float32 as
+    the reference code does, so that bucket edges fall exactly where T5's fall."""
+    n = distance.clamp(min=0)
+    exact = num_buckets // 2
+    log_ratio = torch.log(n.clamp(min=exact).float() / exact) / math.log(max_distance / exact)  # 0 at exact
+    large = (exact + (log_ratio * (num_buckets - exact)).long()).clamp(max=num_buckets - 1)
+    return torch.where(n < exact, n, large)
+
+
+@register("t5")
+class T5Bias(PositionalEncoding):
+    """T5's relative position bias (Raffel et al. 2020): a learned scalar per head and distance bucket
+    (`t5_bucket`), in one table shared by all layers as in T5 (Hugging Face keeps it in layer 0 and passes
+    the bias on), so the bias is computed once per forward. Knobs: t5_num_buckets (default 32),
+    t5_max_distance (default 128). Table `relative_attention_bias` (num_buckets, nh), GPT-2 init N(0, 0.02).
+    Past block_size: every distance >= max_distance reads the last bucket, so the bias is flat out there;
+    buckets of distances never seen in training (block_size < max_distance) keep their initial values."""
+
+    knobs = ("t5_num_buckets", "t5_max_distance")
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_buckets, self.max_distance = self._knobs(config)
+        self.relative_attention_bias = nn.Embedding(self.num_buckets, config.n_head)
+
+    @staticmethod
+    def _knobs(config) -> tuple[int, int]:
+        buckets, distance = config.t5_num_buckets, config.t5_max_distance
+        return 32 if buckets is None else buckets, 128 if distance is None else distance
+
+    @classmethod
+    def validate(cls, config):
+        buckets, distance = cls._knobs(config)
+        if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 2:
+            raise ValueError(f"t5_num_buckets must be an integer >= 2, got {buckets!r}")
+        if isinstance(distance, bool) or not isinstance(distance, int) or distance <= buckets // 2:
+            raise ValueError(
+                f"t5_max_distance must be an integer > t5_num_buckets // 2 = {buckets // 2} (where the "
+                f"log-spaced buckets start), got {distance!r}"
+            )
+
+    def attn_bias(self, q_len, k_len, device):
+        dist = _distances(q_len, k_len, device)
+        buckets = t5_bucket(dist, self.num_buckets, self.max_distance)
+        return _causal(self.relative_attention_bias(buckets).permute(2, 0, 1), dist)  # (1, nh, q_len, k_len)
+
+
+@register("kerple")
+class KERPLE(PositionalEncoding):
+    """KERPLE, logarithmic variant (Chi et al. 2022): bias_h(i, j) = -r1_h log(1 + r2_h (i - j)), with r1, r2
+    learned per head and per layer (each attention layer has its own kernel, as in the paper's GPT-NeoX
+    code). Positivity by parametrisation: r = softplus(rho), rho learned; initially r1 ~ U(0, 2) and
+    r2 ~ U(0, 1), floored at 0.01 (the paper's code's init and eps). The distances are computed once per
+    forward, the kernel once per layer. No knobs. Past block_size: the same kernel at longer distances, a
+    logarithmic decay with no length built in."""
+
+    EPS = 0.01
+
+    def __init__(self, config):
+        super().__init__(config)
+
+        def rho(high):  # softplus(rho) ~ U(EPS, high); one vector (nh,) per layer, so no weight decay
+            r = torch.empty(config.n_head).uniform_(0, high).clamp(min=self.EPS)
+            return nn.Parameter(r.expm1().log())
+
+        self.rho1 = nn.ParameterList(rho(2.0) for _ in range(config.n_layer))
+        self.rho2 = nn.ParameterList(rho(1.0) for _ in range(config.n_layer))
+
+    def attn_bias(self, q_len, k_len, device):
+        return _distances(q_len, k_len, device).float()  # (q_len, k_len), i - j; negative = the future
+
+    def layer_bias(self, dist, q, k, layer):
+        r1 = F.softplus(self.rho1[layer])[:, None, None]  # (nh, 1, 1)
+        r2 = F.softplus(self.rho2[layer])[:, None, None]
+        return _causal(-r1 * torch.log1p(r2 * dist.clamp(min=0)), dist)  # (1, nh, q_len, k_len)
+
+
+@register("fire")
+class FIRE(PositionalEncoding):
+    """FIRE (Li et al. 2023, "Functional Interpolation for Relative Positions"): bias(i, j) = f(psi(i - j) /
+    psi(max(L_thr, i))), psi(x) = log(|c| x + 1), f: R -> R^nh an MLP 1 -> 32 -> nh with ReLU (the paper's
+    width), all learned. One FIRE for all layers (the paper's cheaper layer-shared variant), so the bias is
+    computed once per forward. Initial values as in the paper's code: c = 0.1, the MLP's PyTorch Linear
+    init, eps 1e-6 added to the normaliser. The threshold is learned as L_thr = |l| * fire_threshold with
+    l = 1 initially, so it moves at the pace of the other parameters; knob fire_threshold (initial L_thr),
+    default block_size / 4 (the paper: 512 at training length 2048).
+
+    Below the threshold the normaliser is fixed and the bias depends on i - j alone; past it, on the ratio
+    of log-distances (progressive interpolation). Past block_size the MLP's input stays in [0, 1], the range
+    it was trained on, which is FIRE's answer to length extrapolation."""
+
+    knobs = ("fire_threshold",)
+    WIDTH, C0, EPS = 32, 0.1, 1e-6
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.threshold = self._threshold(config)
+
+        def uniform(*shape, fan_in):  # nn.Linear's default init
+            return nn.Parameter(torch.empty(*shape).uniform_(-(fan_in**-0.5), fan_in**-0.5))
+
+        self.w1, self.b1 = uniform(self.WIDTH, 1, fan_in=1), uniform(self.WIDTH, fan_in=1)
+        self.w2 = uniform(config.n_head, self.WIDTH, fan_in=self.WIDTH)
+        self.b2 = uniform(config.n_head, fan_in=self.WIDTH)
+        self.c = nn.Parameter(torch.tensor(self.C0))
+        self.l = nn.Parameter(torch.tensor(1.0))
+
+    @staticmethod
+    def _threshold(config) -> float:
+        return config.block_size / 4 if config.fire_threshold is None else config.fire_threshold
+
+    @classmethod
+    def validate(cls, config):
+        threshold = cls._threshold(config)
+        number = isinstance(threshold, int | float) and not isinstance(threshold, bool)
+        if not number or not 0 < threshold < math.inf:
+            raise ValueError(f"fire_threshold must be a positive number (initial L_thr), got {threshold!r}")
+
+    def attn_bias(self, q_len, k_len, device):
+        dist = _distances(q_len, k_len, device)
+        i = torch.arange(k_len - q_len, k_len, device=device, dtype=torch.float32)  # query positions
+
+        def psi(x):
+            return torch.log1p(self.c.abs() * x)
+
+        norm = psi(torch.maximum(i, self.l.abs() * self.threshold)) + self.EPS  # (q_len,)
+        x = psi(dist.clamp(min=0).float()) / norm[:, None]  # (q_len, k_len), in [0, 1]
+        bias = F.linear(torch.relu(F.linear(x[..., None], self.w1, self.b1)), self.w2, self.b2)  # (q, k, nh)
+        return _causal(bias.permute(2, 0, 1), dist)  # (1, nh, q_len, k_len)
+
+
+@register("cope")
+class CoPE(PositionalEncoding):
+    """CoPE (Golovneva et al. 2024, "Contextual Position Encoding"): a query counts the keys it finds
+    relevant. Gates g_ij = sigmoid(q_i.k_j / sqrt(hs)) (the layer's own scaled scores, causal), contextual
+    position p_ij = sum of g_it over t = j .. i, clamped to cope_max_pos - 1; the embedding e[p] (hs,) is
+    interpolated between e[floor p] and e[ceil p], and q_i.e[p_ij] is added to score(i, j). One table per
+    layer, `pos_emb` (n_layer, cope_max_pos, hs), shared by the heads, zero at init (the paper's code:
+    training starts from NoPE). Knob cope_max_pos, default block_size.
+
+    Everything is per layer (it depends on q and k): the gates need the scores q.k once more besides
+    SDPA's, in float32, (B, nh, T, S). Past block_size: positions are sums of gates, not token distances,
+    so longer inputs need no new rows until the sums reach cope_max_pos - 1; from there on every key shares
+    the last row."""
+
+    knobs = ("cope_max_pos",)
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.max_pos = self._max_pos(config)
+        self.pos_emb = nn.Parameter(torch.zeros(config.n_layer, self.max_pos, config.head_size))
+
+    @staticmethod
+    def _max_pos(config) -> int:
+        return config.block_size if config.cope_max_pos is None else config.cope_max_pos
+
+    @classmethod
+    def validate(cls, config):
+        max_pos = cls._max_pos(config)
+        if isinstance(max_pos, bool) or not isinstance(max_pos, int) or max_pos < 1:
+            raise ValueError(f"cope_max_pos must be a positive integer, got {max_pos!r}")
+
+    def attn_bias(self, q_len, k_len, device):
+        dist = _distances(q_len, k_len, device)
+        return _causal(torch.zeros(q_len, k_len, device=device), dist)  # the gates need it even when T == S
+
+    def layer_bias(self, mask, q, k, layer):
+        with torch.autocast(q.device.type, enabled=False):  # sums of up to S gates: float32
+            q, k = q.float(), k.float()
+            gates = torch.sigmoid(q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)) + mask)  # (B, nh, T, S)
+            pos = gates.flip(-1).cumsum(-1).flip(-1).clamp(max=self.max_pos - 1)  # p_ij
+            logits = q @ self.pos_emb[layer].t()  # (B, nh, T, max_pos): q_i.e[p] at every integer p
+            low = pos.floor()
+            w = pos - low
+            at_low, at_high = logits.gather(-1, low.long()), logits.gather(-1, pos.ceil().long())
+            return mask + at_high * w + at_low * (1 - w)  # (B, nh, T, S)
