@@ -19,15 +19,16 @@ import json
 import os
 import sys
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from configurator import check_ints, parse_cli, parse_config, run_main
+from configurator import check_ints, coerce, parse_cli, run_main
 from evaluate import EvalConfig, evaluate_run
 from files import write_json
-from model import ModelConfig
+from model import POSITION_OPTIONS, ModelConfig
 from positional import POS_ENCODINGS
 from report import slug, write_report
 from rundir import CKPT, load_run, read_summary
@@ -46,7 +47,7 @@ class CompareConfig:
     Base-config knobs of one scheme (e.g. --rope_base) apply to the entries of that scheme only."""
 
     # pos_enc[:knob=value...] each, e.g. rope:rope_dim=16; by default every registered scheme
-    schemes: str = "learned,sinusoidal,rope,alibi,none,t5,kerple,fire,cope"
+    schemes: str = "learned,sinusoidal,rope,alibi,none,t5,kerple,fire,cope,xpos"
     n_seeds: int = 3  # replicates per entry
     report_dir: str | None = None  # None: the grid's out_dir (eval_only: the runs' common parent)
     eval_only: str | None = None  # comma-separated run dirs or folders of run dirs: evaluate, do not train
@@ -81,15 +82,21 @@ def _refuse_duplicates(key: str, items: list, identity) -> None:
 
 
 def parse_entry(entry: str) -> tuple[str, dict]:
-    """'rope:rope_base=500' -> ('rope', {'rope_base': 500.0}); values coerced and checked by ModelConfig."""
+    """'rope:rope_base=500' -> ('rope', {'rope_base': 500.0}): the scheme and the knobs the entry sets, its
+    scheme's or a position option (model.POSITION_OPTIONS), typed. Their values are checked against the
+    grid's config by scheme_config (some depend on it: random_positions > block_size)."""
     name, *pairs = entry.strip().split(":")
     if name not in POS_ENCODINGS:
         raise ValueError(f"scheme {name!r} in {entry!r} is not one of {sorted(POS_ENCODINGS)}")
-    knobs = [p.partition("=") for p in pairs]
-    if any(not eq or key in ("pos_enc", "block_size") for key, eq, _ in knobs):
-        raise ValueError(f"scheme entry {entry!r}: write pos_enc[:knob=value...] (block_size is shared)")
-    (cfg,) = parse_config([f"--pos_enc={name}", *(f"--{k}={v}" for k, _, v in knobs)], ModelConfig)
-    return name, {k: getattr(cfg, k) for k, _, _ in knobs}
+    allowed = (*POS_ENCODINGS[name].knobs, *POSITION_OPTIONS)
+    types_ = typing.get_type_hints(ModelConfig)
+    knobs = {}
+    for key, eq, value in (p.partition("=") for p in pairs):
+        if not eq or key not in allowed:
+            knobs_of = f"{name}'s knobs: {', '.join(allowed)}"
+            raise ValueError(f"scheme entry {entry!r}: write pos_enc[:knob=value...]; {knobs_of}")
+        knobs[key] = coerce(key, value, types_[key])
+    return name, knobs
 
 
 def scheme_config(base: ModelConfig, entry: str) -> ModelConfig:
@@ -97,15 +104,20 @@ def scheme_config(base: ModelConfig, entry: str) -> ModelConfig:
     name, knobs = parse_entry(entry)
     used = POS_ENCODINGS[name].knobs
     unused = {k: None for cls in POS_ENCODINGS.values() for k in cls.knobs if k not in used}
-    return dataclasses.replace(base, pos_enc=name, **unused, **knobs)
+    try:
+        return dataclasses.replace(base, pos_enc=name, **unused, **knobs)
+    except ValueError as e:
+        raise ValueError(f"scheme entry {entry!r}: {e}") from None
 
 
 def label_of(cfg: ModelConfig) -> str:
-    """The entry of a run trained elsewhere: pos_enc plus the knobs it set."""
+    """The entry of a run trained elsewhere: pos_enc plus the knobs and position options it set."""
+    defaults = ModelConfig.__dataclass_fields__
+    keys = [*POS_ENCODINGS[cfg.pos_enc].knobs, *POSITION_OPTIONS]
     knobs = [
         f"{k}={json.dumps(getattr(cfg, k), separators=(',', ':'))}"
-        for k in POS_ENCODINGS[cfg.pos_enc].knobs
-        if getattr(cfg, k) is not None
+        for k in keys
+        if getattr(cfg, k) != defaults[k].default
     ]
     return ":".join([cfg.pos_enc, *knobs])
 
@@ -127,9 +139,10 @@ def same_run(a: dict, b: dict) -> bool:
 def run_grid(model_cfg: ModelConfig, train_cfg: TrainConfig, ev: EvalConfig, cmp: CompareConfig,
              progress=True) -> list[dict]:
     """Train and evaluate every (entry, seed) not done yet; return the records (compare.json) of all."""
+    by_entry = {entry: scheme_config(model_cfg, entry) for entry in cmp.entries()}  # all errors before a run
     records, jobs = [], list(itertools.product(cmp.entries(), range(cmp.n_seeds)))
     for entry, k in (bar := tqdm(jobs, desc="grid", disable=not progress, dynamic_ncols=True)):
-        mcfg = scheme_config(model_cfg, entry)
+        mcfg = by_entry[entry]
         run_dir = Path(train_cfg.out_dir) / f"{slug(entry)}-seed{k}"
         tcfg = dataclasses.replace(train_cfg, out_dir=str(run_dir), seed=train_cfg.seed + k,
                                    data_seed=train_cfg.data_seed + k, resume=False)

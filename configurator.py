@@ -32,7 +32,7 @@ def check_ints(cfg, names: tuple[str, ...], low: int, high: int | None = None) -
             raise ValueError(f"{name} must be an integer {allowed}, got {value!r}")
 
 
-def _coerce(key: str, value, tp):
+def coerce(key: str, value, tp):
     """`value` (a CLI string or a preset's Python value) as the declared type `tp`, else ValueError."""
     options = typing.get_args(tp) or (tp,)  # `float | None` -> (float, NoneType)
     text = value.lower() if isinstance(value, str) else None
@@ -113,7 +113,7 @@ def parse_config(argv: list[str], *types_: type, presets: bool = True) -> tuple:
             close = difflib.get_close_matches(key, fields, n=1, cutoff=0.5)
             hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(sorted(fields))}"
             raise ValueError(f"unknown config key {key!r} in {sources[key]}; {hint}")
-        values[key] = _coerce(key, value, fields[key])
+        values[key] = coerce(key, value, fields[key])
     return tuple(
         t(**{f.name: values[f.name] for f in dataclasses.fields(t) if f.name in values}) for t in types_
     )

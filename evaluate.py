@@ -30,13 +30,14 @@ import torch
 import torch.nn.functional as F
 
 from configurator import check_ints
-from data.batches import get_batch, load_dataset, windows_at
+from data.batches import EVAL_SEED, get_batch, load_dataset, random_positions, windows_at
 from model import GPT
 from positional import POS_ENCODINGS
+from rope import rope_inv_freq
 from runtime import Precision, to_device
 from training import TrainConfig, accumulate_gradients, optimizer_step
 
-METHODS = ("linear", "ntk", "dynamic", "yarn")
+METHODS = ("linear", "ntk", "dynamic", "yarn", "longrope")
 EVAL_TOKENS = 16384  # tokens per evaluation forward pass
 FT_SEED = 7919  # batch stream of the fine-tune, apart from the training one
 
@@ -48,7 +49,7 @@ class EvalConfig:
     eval_lengths: str = "1,1.25,1.5,2,4,8"  # multiples of block_size
     eval_windows: int = 64  # cap on the number of 8L-token validation windows scored
     stride: int | None = None  # sliding-window stride in tokens; None -> block_size
-    rope_methods: str = "linear,ntk,dynamic,yarn"  # applied at inference to rope runs; "" for none
+    rope_methods: str = "linear,ntk,dynamic,yarn,longrope"  # applied at inference to rope runs; "": none
     finetune_iters: int = 0  # > 0: also fine-tune rope runs at 2L for this many steps
     finetune_lr: float = 1e-4  # constant learning rate of the fine-tune
 
@@ -90,22 +91,23 @@ class EvalConfig:
 
 @torch.no_grad()
 def loss_sum(model, batches, precision: Precision) -> torch.Tensor:
-    """Sum of the mean losses of (x, y) batches on the model's device (fp32 scalar), in eval mode; the
-    model's mode is restored. train.py divides by the number of batches (over all ranks)."""
+    """Sum of the mean losses of batches (x, y) or (x, y, positions) on the model's device (fp32 scalar),
+    in eval mode; the model's mode is restored. train.py divides by the number of batches (over all
+    ranks)."""
     was_training = model.training
     model.eval()
     total = torch.zeros((), device=next(model.parameters()).device)
-    for x, y in batches:
+    for batch in batches:
         with precision.autocast():
-            total += model(x, y)[1].float()
+            total += model(*batch)[1].float()
     model.train(was_training)
     return total
 
 
 @torch.no_grad()
-def token_losses(model: GPT, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of every next-token target: x, y (B, T) -> (B, T) float32."""
-    logits, _ = model(x, y)
+def token_losses(model: GPT, x: torch.Tensor, y: torch.Tensor, *positions) -> torch.Tensor:
+    """Cross-entropy of every next-token target: x, y (B, T) (and positions) -> (B, T) float32."""
+    logits, _ = model(x, y, *positions)
     return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view_as(y)
 
 
@@ -126,7 +128,8 @@ def eval_windows(
     model: GPT, tokens: np.ndarray, T: int, stride: int, precision: Precision | None = None
 ) -> tuple[float, np.ndarray]:
     """Loss of `model` on tokens[1:], each predicted from what precedes it in its window (window_plan);
-    `precision` None is float32.
+    `precision` None is float32. A model trained on randomized positions is evaluated on them too, as
+    Ruoss et al. do: each window draws its sorted positions from [0, M), seeded by its index.
 
     Returns:
         The mean loss over scored tokens, and the mean loss at each window position, (T,) (NaN where
@@ -137,10 +140,13 @@ def eval_windows(
     device = next(model.parameters()).device
     amp = precision.autocast() if precision else contextlib.nullcontext()
     total, count = np.zeros(T), np.zeros(T)
+    M = model.config.random_positions
     for i in range(0, len(starts), batch):
-        x, y = (t.to(device) for t in windows_at(tokens, T, np.asarray(starts[i : i + batch])))  # (b, T)
+        xy = windows_at(tokens, T, np.asarray(starts[i : i + batch]))  # (b, T) each
+        if M is not None:
+            xy = (*xy, random_positions(np.random.default_rng((EVAL_SEED, i)), len(xy[0]), T, M))
         with amp:
-            losses = token_losses(model, x, y).double().cpu().numpy()  # (b, T)
+            losses = token_losses(model, *(t.to(device) for t in xy)).double().cpu().numpy()  # (b, T)
         scored = np.arange(T)[None, :] >= np.asarray(skip[i : i + batch])[:, None]
         total += (losses * scored).sum(0)
         count += scored.sum(0)
@@ -161,11 +167,19 @@ def rope_scaled(model: GPT, scaling: dict | None):
         model.transformer.wpe = original
 
 
-def method_scaling(method: str, factor: float, block_size: int) -> dict:
-    """rope.py's scaling dict for a context-extension method at `factor` times the training length."""
+def method_scaling(method: str, factor: float, mcfg) -> dict:
+    """rope.py's scaling dict for a context-extension method at `factor` times the training length of the
+    rope model config `mcfg`. LongRoPE's factors come from a search on the model itself (Ding et al.
+    2024), which this does not run: long_factor is the per-pair rescaling of YaRN at `factor` (one of the
+    starting points of that search), short_factor 1, with LongRoPE's attention factor and switch at L."""
     if method in ("linear", "ntk"):
         return {"rope_type": method, "factor": factor}
-    return {"rope_type": method, "factor": factor, "original_max_position_embeddings": block_size}
+    scaling = {"rope_type": method, "factor": factor, "original_max_position_embeddings": mcfg.block_size}
+    if method != "longrope":
+        return scaling
+    d, base = mcfg.rope_dim or mcfg.head_size, mcfg.rope_base or 10000.0
+    plain, yarn = rope_inv_freq(d, base)[0], rope_inv_freq(d, base, scaling | {"rope_type": "yarn"})[0]
+    return scaling | {"short_factor": [1.0] * (d // 2), "long_factor": (plain / yarn).tolist()}
 
 
 def eval_variant(model: GPT, region: np.ndarray, ev: EvalConfig, scaling_at=None, precision=None) -> dict:
@@ -236,13 +250,13 @@ def evaluate_run(run: tuple, ev: EvalConfig, device="cpu", data_dir=None) -> dic
     region, train_data = val_region(tcfg, meta, mcfg.block_size, ev, data_dir)
     L = mcfg.block_size
     results = {"": eval_variant(model, region, ev, precision=precision)}
-    if mcfg.pos_enc == "rope" and mcfg.rope_scaling is None:
+    if mcfg.pos_enc == "rope" and mcfg.rope_scaling is None and mcfg.random_positions is None:
         for m in ev.methods():
-            at = lambda T, m=m: method_scaling(m, T / L, L) if T > L else None
+            at = lambda T, m=m: method_scaling(m, T / L, mcfg) if T > L else None
             results[m] = eval_variant(model, region, ev, at, precision)
         for m in [None, *ev.methods()] if ev.finetune_iters else []:
             tuned = copy.deepcopy(model)
-            with rope_scaled(tuned, method_scaling(m, 2.0, L) if m else None):
+            with rope_scaled(tuned, method_scaling(m, 2.0, mcfg) if m else None):
                 finetune(tuned, train_data, tcfg, ev, precision)
                 results[f"{m}+ft" if m else "ft"] = eval_variant(tuned, region, ev, precision=precision)
     params = {

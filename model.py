@@ -23,6 +23,10 @@ import torch.nn.functional as F
 import attention_bias  # noqa: F401  (registers the attention-bias schemes in POS_ENCODINGS)
 from positional import POS_ENCODINGS, PositionalEncoding
 
+# Options that combine with any scheme (where it supports them): a compare.py entry may set them as it sets
+# its scheme's knobs (rope:qk_norm=true), and a run's label shows them.
+POSITION_OPTIONS = ("qk_norm", "random_positions")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -46,10 +50,16 @@ class ModelConfig:
     rope_dim: int | None = None  # rotary features per head; None -> head size (full rotary)
     rope_interleaved: bool | None = None  # None -> False: pairs (i, i + d/2), GPT-NeoX / HF Llama
     rope_scaling: dict | None = None  # HF-style {"rope_type": ...}, see rope.py
+    rope_fraction: float | None = None  # p-RoPE: share of the fastest pairs that rotate; None -> 1.0
+    rope_nope_interval: int | None = None  # every k-th layer NoPE (SmolLM3: (layer + 1) % k == 0)
+    rope_nope_layers: str | None = None  # or NoPE layers listed: "0,3"
+    xpos_scale_base: float | None = None  # None -> 512 (positional.XPos)
     t5_num_buckets: int | None = None  # None -> 32 (attention_bias.T5Bias)
     t5_max_distance: int | None = None  # None -> 128
     fire_threshold: float | None = None  # initial L_thr; None -> block_size / 4 (attention_bias.FIRE)
     cope_max_pos: int | None = None  # None -> block_size (attention_bias.CoPE)
+    qk_norm: bool = False  # RMS-normalise q and k per head (no gain) before the positional encoding
+    random_positions: int | None = None  # M: sorted positions drawn from [0, M) (Ruoss et al. 2023)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -63,6 +73,8 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.qk_norm, bool):
+            raise ValueError(f"qk_norm must be true or false, got {self.qk_norm!r}")
         if self.pos_enc not in POS_ENCODINGS:
             raise ValueError(f"pos_enc={self.pos_enc!r} is not one of {sorted(POS_ENCODINGS)}")
         scheme = POS_ENCODINGS[self.pos_enc]
@@ -72,6 +84,16 @@ class ModelConfig:
                 raise ValueError(
                     f"{knob}={getattr(self, knob)!r} is only used by pos_enc in {users}, "
                     f"not by pos_enc={self.pos_enc!r}; remove it"
+                )
+        if self.random_positions is not None:
+            takers = sorted(n for n, cls in POS_ENCODINGS.items() if cls.random_positions)
+            if self.pos_enc not in takers:
+                raise ValueError(f"random_positions is for pos_enc in {takers}, not {self.pos_enc!r}")
+            M = self.random_positions
+            if isinstance(M, bool) or not isinstance(M, int) or self.block_size >= M:
+                raise ValueError(
+                    f"random_positions (M, positions drawn from [0, M)) must be an integer > block_size="
+                    f"{self.block_size}, got {M!r}"
                 )
         scheme.validate(self)
 
@@ -123,13 +145,18 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
+        # QK-norm (nanochat): parameter-free RMSNorm of each head's q and k. Applied before the positional
+        # encoding: it commutes with a rotation (norms are kept), so for rope this is nanochat's order
+        # (after RoPE) exactly, while for xpos it keeps the distance decay that normalising after would undo.
+        norm = nn.RMSNorm(config.head_size, elementwise_affine=False) if config.qk_norm else nn.Identity()
+        self.qk_norm = norm
 
-    def forward(self, x, pe: PositionalEncoding, bias, offset: int, cache: KVCache | None, layer: int):
+    def forward(self, x, pe: PositionalEncoding, bias, pos, cache: KVCache | None, layer: int):
         B, T, C = x.size()
         # c_attn's output is [q | k | v], each [head 0 | head 1 | ...], so this is a view, (3, B, nh, T, hs)
         qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         qk, v = qkv.split((2, 1))  # split, not indexing: its backward is one cat
-        q, k = pe.rotate(qk, offset, layer).unbind(0)  # (B, nh, T, hs) each
+        q, k = pe.rotate(self.qk_norm(qk), pos, layer).unbind(0)  # (B, nh, T, hs) each
         v = v[0]  # (B, nh, T, hs)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, S, hs)
@@ -163,8 +190,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, pe, bias, offset, cache, layer):
-        x = x + self.attn(self.ln_1(x), pe, bias, offset, cache, layer)
+    def forward(self, x, pe, bias, pos, cache, layer):
+        x = x + self.attn(self.ln_1(x), pe, bias, pos, cache, layer)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -213,17 +240,22 @@ class GPT(nn.Module):
         matmul_params = self.num_params(non_embedding=True) + self.lm_head.weight.numel()
         return 6.0 * matmul_params + 12.0 * cfg.n_layer * cfg.n_embd * T
 
-    def forward(self, idx, targets=None, cache: KVCache | None = None):
+    def forward(self, idx, targets=None, positions=None, cache: KVCache | None = None):
         """idx (B, T) -> (logits, loss). With targets (B, T) (-1 = ignore): logits (B, T, V) and mean
-        cross-entropy; without: logits (B, 1, V) of the last position only, loss None. With a cache,
-        idx continues the cached positions."""
+        cross-entropy; without: logits (B, 1, V) of the last position only, loss None. `positions` (B, T):
+        randomized positions of each token (data.batches.random_positions; no cache), so that a batch
+        (x, y) or (x, y, positions) is `model(*batch)`; None: offset .. offset + T - 1. With a cache, idx
+        continues the cached positions."""
         T = idx.size(1)
         offset = 0 if cache is None else cache.pos
+        if positions is not None and (cache is not None or positions.shape != idx.shape):
+            raise ValueError(f"positions must be (B, T) = {tuple(idx.shape)} and come without a cache")
+        pos = offset if positions is None else positions
         pe = self.transformer.wpe
-        x = self.transformer.drop(pe.embed(self.transformer.wte(idx), offset))  # (B, T, C)
+        x = self.transformer.drop(pe.embed(self.transformer.wte(idx), pos))  # (B, T, C)
         bias = pe.attn_bias(T, offset + T, idx.device)  # once per forward; each layer's from it
         for layer, block in enumerate(self.transformer.h):
-            x = block(x, pe, bias, offset, cache, layer)
+            x = block(x, pe, bias, pos, cache, layer)
         if cache is not None:
             cache.pos += T
         x = self.transformer.ln_f(x)

@@ -8,6 +8,10 @@ every hook the identity; a scheme overrides what its paper changes. This module 
 rotary schemes; attention_bias.py the attention-bias family (alibi, t5, kerple, fire, cope), which
 registers here when imported (model.py imports it). Shapes: B batch, T new positions, S = offset + T keys,
 nh heads, hs head size.
+
+Positions `pos` are an int offset (positions pos .. pos + T - 1) or, for randomized positions (Ruoss et al.
+2023, `ModelConfig.random_positions` = M), a (B, T) tensor of sorted positions in [0, M); only schemes
+with `random_positions = True` are given tensors (ModelConfig checks).
 """
 
 from __future__ import annotations  # ModelConfig is only imported for type checkers (no cycle)
@@ -18,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from rope import RotaryEmbedding
+from rope import RotaryEmbedding, xpos_scale
 
 if TYPE_CHECKING:
     from model import ModelConfig
@@ -40,28 +44,29 @@ def register(name: str):
 class PositionalEncoding(nn.Module):
     """Base strategy = NoPE: every hook is the identity. Subclasses override what their paper changes.
 
-    `max_len` is the longest sequence the scheme can encode (None = any length); `knobs` lists the
-    ModelConfig fields the scheme reads.
+    `max_len` is the longest sequence the scheme can encode (None = any length; M with randomized
+    positions); `knobs` lists the ModelConfig fields the scheme reads; `random_positions` says whether
+    it takes randomized positions (its position-dependent hooks accept a (B, T) tensor).
     """
 
     knobs: tuple[str, ...] = ()
-    max_len: int | None = None
+    random_positions: bool = False
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        self.max_len = config.random_positions  # None unless randomized positions: then M
 
     @classmethod
     def validate(cls, config: ModelConfig) -> None:
         """Raise ValueError for config values this scheme cannot use."""
 
-    def embed(self, x: torch.Tensor, offset: int) -> torch.Tensor:
-        """x: token embeddings (B, T, C) of positions offset..offset+T-1 -> input of the first block."""
+    def embed(self, x: torch.Tensor, pos: int | torch.Tensor) -> torch.Tensor:
+        """x: token embeddings (B, T, C) at positions `pos` -> input of the first block."""
         return x
 
-    def rotate(self, qk: torch.Tensor, offset: int, layer: int) -> torch.Tensor:
-        """qk: queries and keys of `layer` stacked, (2, B, nh, T, hs), at positions offset..offset+T-1 ->
-        the same, position-encoded. Stacked so that RoPE rotates both in one call (docs/BENCH.md: cheaper
-        than two)."""
+    def rotate(self, qk: torch.Tensor, pos: int | torch.Tensor, layer: int) -> torch.Tensor:
+        """qk: queries and keys of `layer` stacked, (2, B, nh, T, hs), at positions `pos` -> the same,
+        position-encoded. Stacked so that RoPE rotates both in one call (docs/BENCH.md: cheaper than two)."""
         return qk
 
     def attn_bias(self, q_len: int, k_len: int, device: torch.device) -> torch.Tensor | None:
@@ -81,6 +86,11 @@ class PositionalEncoding(nn.Module):
         return bias
 
 
+def _rows(table: torch.Tensor, pos: int | torch.Tensor, T: int) -> torch.Tensor:
+    """Rows of an absolute table (n, C) at positions `pos`: (T, C) for an offset, (B, T, C) for a tensor."""
+    return table[pos] if torch.is_tensor(pos) else table[pos : pos + T]
+
+
 @register("none")
 class NoPE(PositionalEncoding):
     """NoPE: causal attention alone carries position (Kazemnejad et al. 2023)."""
@@ -88,23 +98,26 @@ class NoPE(PositionalEncoding):
 
 @register("learned")
 class LearnedPositions(PositionalEncoding):
-    """GPT-2's absolute table: `weight` (block_size, C) added to the token embeddings. Cannot go past
-    block_size."""
+    """GPT-2's absolute table: `weight` (block_size, C) added to the token embeddings; with randomized
+    positions it has M rows (rows past those drawn in training stay untrained). Cannot go past them."""
+
+    random_positions = True
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
-        self.max_len = config.block_size
-        self.weight = nn.Parameter(torch.empty(config.block_size, config.n_embd))
+        self.max_len = config.random_positions or config.block_size
+        self.rows_from = "random_positions" if config.random_positions else "block_size"
+        self.weight = nn.Parameter(torch.empty(self.max_len, config.n_embd))
         nn.init.normal_(self.weight, mean=0.0, std=0.02)
 
-    def embed(self, x, offset):
+    def embed(self, x, pos):
         T = x.size(1)
-        if offset + T > self.max_len:
+        if not torch.is_tensor(pos) and pos + T > self.max_len:
             raise ValueError(
-                f"pos_enc='learned' has {self.max_len} position rows (block_size) but positions up to "
-                f"{offset + T - 1} were asked for; use a relative scheme (rope, alibi, none) to go longer"
+                f"pos_enc='learned' has {self.max_len} position rows ({self.rows_from}) but positions up to "
+                f"{pos + T - 1} were asked for; use a relative scheme (rope, alibi, none) to go longer"
             )
-        return x + self.weight[offset : offset + T]  # (B, T, C) + (T, C)
+        return x + _rows(self.weight, pos, T)  # (B, T, C) + (T, C) or (B, T, C)
 
 
 @register("sinusoidal")
@@ -118,11 +131,12 @@ class SinusoidalPositions(PositionalEncoding):
     """
 
     scale = 0.02 * math.sqrt(2.0)  # RMS of sin/cos is 1/sqrt(2)
+    random_positions = True
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.n_embd = config.n_embd
-        self.register_buffer("pe", self._table(config.block_size), persistent=False)
+        self.register_buffer("pe", self._table(self.max_len or config.block_size), persistent=False)
 
     def _table(self, n: int, device=None) -> torch.Tensor:
         pos = torch.arange(n, dtype=torch.float32, device=device)[:, None]  # (n, 1)
@@ -131,22 +145,53 @@ class SinusoidalPositions(PositionalEncoding):
         pe = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1)[:, : self.n_embd]  # (n, C)
         return self.scale * pe
 
-    def embed(self, x, offset):
+    def embed(self, x, pos):
         T = x.size(1)
-        if offset + T > self.pe.size(0):  # grow for evaluation past the training length
-            self.pe = self._table(max(offset + T, 2 * self.pe.size(0)), device=self.pe.device)
-        return x + self.pe[offset : offset + T]
+        if not torch.is_tensor(pos) and pos + T > self.pe.size(0):  # grow for evaluation past the table
+            self.pe = self._table(max(pos + T, 2 * self.pe.size(0)), device=self.pe.device)
+        return x + _rows(self.pe, pos, T)
+
+
+def nope_layers(config: ModelConfig) -> frozenset[int]:
+    """Layers of a rope model that use no positional encoding: every k-th (SmolLM3's
+    `no_rope_layer_interval` = k: layer l is NoPE where (l + 1) % k == 0) or an explicit list "0,3"."""
+    interval, listed = config.rope_nope_interval, config.rope_nope_layers
+    if interval is not None and listed is not None:
+        raise ValueError("set rope_nope_interval or rope_nope_layers, not both")
+    if interval is not None:
+        if isinstance(interval, bool) or not isinstance(interval, int) or not 1 <= interval <= config.n_layer:
+            raise ValueError(
+                f"rope_nope_interval must be an integer in [1, n_layer={config.n_layer}] (every k-th layer "
+                f"is NoPE; past n_layer none would be), got {interval!r}"
+            )
+        return frozenset(layer for layer in range(config.n_layer) if (layer + 1) % interval == 0)
+    if listed is None:
+        return frozenset()
+    try:
+        layers = [int(x) for x in str(listed).split(",")]
+    except ValueError:
+        layers = [-1]
+    if any(not 0 <= x < config.n_layer for x in layers) or len(set(layers)) != len(layers):
+        raise ValueError(
+            f"rope_nope_layers must list distinct layer indices in [0, {config.n_layer - 1}] like '1,3', "
+            f"got {listed!r}"
+        )
+    return frozenset(layers)
 
 
 @register("rope")
 class Rotary(PositionalEncoding):
-    """RoPE (Su et al. 2021) on q and k in every layer; see rope.py for the convention."""
+    """RoPE (Su et al. 2021) on q and k in every layer but the NoPE ones (`nope_layers`); rope.py holds the
+    maths and conventions (pairing, partial rotary `rope_dim`, p-RoPE `rope_fraction`, scaling)."""
 
-    knobs = ("rope_base", "rope_dim", "rope_interleaved", "rope_scaling")
+    knobs = ("rope_base", "rope_dim", "rope_interleaved", "rope_scaling", "rope_fraction",
+             "rope_nope_interval", "rope_nope_layers")  # fmt: skip
+    random_positions = True
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
-        self.rotary = self._rotary(config, config.block_size)
+        self.rotary = self._rotary(config, self.max_len or config.block_size)
+        self.nope_layers = nope_layers(config)
 
     @staticmethod
     def _rotary(config: ModelConfig, max_seq_len: int) -> RotaryEmbedding:
@@ -157,16 +202,55 @@ class Rotary(PositionalEncoding):
             interleaved=bool(config.rope_interleaved),
             scaling=config.rope_scaling,
             max_seq_len=max_seq_len,
+            fraction=1.0 if config.rope_fraction is None else config.rope_fraction,
         )
 
     @classmethod
     def validate(cls, config):
         if config.head_size % 2:
             raise ValueError(
-                f"pos_enc='rope' needs an even head size, got n_embd / n_head = {config.n_embd} / "
+                f"pos_enc={cls.name!r} needs an even head size, got n_embd / n_head = {config.n_embd} / "
                 f"{config.n_head} = {config.head_size}"
             )
         cls._rotary(config, max_seq_len=1)  # rope.py names any bad rope_* value
+        nope_layers(config)
+        if config.random_positions is not None and config.rope_scaling is not None:
+            raise ValueError("random_positions and rope_scaling are two answers to one question; pick one")
 
-    def rotate(self, qk, offset, layer):
-        return self.rotary(qk, offset)
+    def rotate(self, qk, pos, layer):
+        return qk if layer in self.nope_layers else self.rotary(qk, pos)
+
+
+@register("xpos")
+class XPos(Rotary):
+    """xPos (Sun et al. 2022): RoPE whose query pairs are scaled by zeta_i^(m / scale_base) and key pairs by
+    zeta_i^(-n / scale_base) (rope.xpos_scale), so that q.k decays with the distance m - n. Causal decoders
+    only: for a key after the query (n > m) the factor grows without bound, which a causal mask never lets
+    through. Every rope knob applies; xpos_scale_base (default 512, the paper's) sets the decay's scale."""
+
+    knobs = (*Rotary.knobs, "xpos_scale_base")
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self.scale_base = 512.0 if config.xpos_scale_base is None else config.xpos_scale_base
+
+    @classmethod
+    def validate(cls, config):
+        super().validate(config)
+        base = config.xpos_scale_base
+        number = isinstance(base, int | float) and not isinstance(base, bool)
+        if base is not None and not (number and 0 < base < math.inf):
+            raise ValueError(f"xpos_scale_base must be a positive number, got {base!r}")
+
+    def rotate(self, qk, pos, layer):
+        if layer in self.nope_layers:
+            return qk
+        T, d = qk.size(-2), self.rotary.rotary_dim
+        positions = pos if torch.is_tensor(pos) else torch.arange(pos, pos + T, device=qk.device)
+        up = xpos_scale(d, positions, self.scale_base, self.rotary.interleaved)  # (T, d) or (B, T, d)
+        up = up.unsqueeze(-3) if torch.is_tensor(pos) else up[None, None]  # (B or 1, 1, T, d)
+        factor = torch.stack((up, 1 / up)).to(qk.dtype)  # (2, B or 1, 1, T, d): queries up, keys down
+        rotated = self.rotary(qk, pos)
+        if d == qk.size(-1):
+            return rotated * factor
+        return torch.cat((rotated[..., :d] * factor, rotated[..., d:]), dim=-1)

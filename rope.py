@@ -45,6 +45,22 @@ transformers element-wise in tests/test_rope.py):
 - llama3  {factor, low_freq_factor, high_freq_factor, original_max_position_embeddings}: wavelengths
   above original / low_freq_factor are divided by factor, below original / high_freq_factor kept,
   smoothly blended in between (Llama 3.1).
+- longrope {short_factor, long_factor, factor, original_max_position_embeddings, attention_factor}:
+  per-pair rescaling, inv_freq_i / ext_i, with ext = short_factor (d/2 numbers) while the total length L
+  is <= original and long_factor once it is longer (for every position, recomputed like dynamic; keys
+  already cached keep theirs); cos/sin times attention_factor, default sqrt(1 + ln(factor) /
+  ln(original)) (1 for factor <= 1) (Ding et al. 2024, LongRoPE; Phi-3).
+
+p-RoPE (`fraction` p, Barbero et al. 2024): only the int(p * d) // 2 fastest pairs rotate; the slower
+pairs get frequency zero (cos 1, sin 0: they pass through unchanged) and carry no position, whereas
+partial rotary keeps every frequency of a geometric series over fewer features.
+
+xPos (Sun et al. 2022, `xpos_scale`): after rotation, pair i of a query at position m is multiplied by
+zeta_i^(m / scale_base) and of a key at n by zeta_i^(-n / scale_base), zeta_i = (2i/d + 0.4) / 1.4, so
+q.k gains a factor zeta_i^((m - n) / scale_base) that decays with distance (for m >= n only: causal use).
+Positions are absolute (rotary-embedding-torch centres them per call, which cancels in q.k but would not
+survive a KV cache); the factors reach zeta_0^(-m / scale_base) ~ 3.5^(m / scale_base) on keys, fine in
+float32 and bfloat16 (fp32's range), past float16's 65504 from m ~ 8.8 scale_base.
 """
 
 import math
@@ -61,7 +77,11 @@ SCALING_KEYS = {
     "dynamic": ({"factor", "original_max_position_embeddings"}, set()),
     "yarn": ({"factor", "original_max_position_embeddings"}, {"beta_fast", "beta_slow", "attention_factor"}),
     "llama3": ({"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}, set()),
+    "longrope": (
+        {"short_factor", "long_factor", "factor", "original_max_position_embeddings"}, {"attention_factor"}
+    ),
 }
+LENGTH_DEPENDENT = {"dynamic", "longrope"}  # frequencies that change once the total length passes original
 
 
 def _check_positive(name: str, value, integer: bool = False) -> None:
@@ -93,6 +113,14 @@ def _check_scaling(scaling: dict, rotary_dim: int) -> None:
             " (base and rotary_dim are separate arguments)"
         )
     for key in sorted(keys):
+        if key in ("short_factor", "long_factor"):  # one rescaling factor per rotated pair
+            value = scaling[key]
+            if not isinstance(value, list | tuple) or len(value) != rotary_dim // 2:
+                need = f"a list of rotary_dim / 2 = {rotary_dim // 2} numbers"
+                raise ValueError(f"scaling[{key!r}] must be {need}, got {value!r}")
+            for i, v in enumerate(value):
+                _check_positive(f"scaling[{key!r}][{i}]", v)
+            continue
         _check_positive(f"scaling[{key!r}]", scaling[key], integer=key == "original_max_position_embeddings")
     if kind == "llama3" and scaling["low_freq_factor"] >= scaling["high_freq_factor"]:
         raise ValueError(f"scaling needs low_freq_factor < high_freq_factor, got {scaling}")
@@ -130,8 +158,31 @@ def _llama3(inv_freq: Tensor, s: dict) -> Tensor:
     return torch.where(medium, blended, scaled)
 
 
+def _longrope(theta_pow: Tensor, s: dict, seq_len: int | None) -> tuple[Tensor, float]:
+    factor, original = s["factor"], s["original_max_position_embeddings"]
+    long = seq_len is not None and seq_len > original
+    ext = torch.tensor(s["long_factor" if long else "short_factor"], dtype=torch.float32)
+    default_scale = math.sqrt(1 + math.log(factor) / math.log(original)) if factor > 1 else 1.0
+    return 1.0 / (ext * theta_pow), s.get("attention_factor", default_scale)
+
+
+def kept_pairs(rotary_dim: int, fraction: float = 1.0) -> int:
+    """How many of the d/2 pairs p-RoPE keeps rotating (the fastest ones): int(fraction * d) // 2."""
+    _check_rotary_dim(rotary_dim)
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
+        raise ValueError(f"fraction (p-RoPE) must be a number in (0, 1], got {fraction!r}")
+    kept = int(fraction * rotary_dim) // 2
+    if kept < 1:
+        raise ValueError(f"fraction={fraction} keeps no pair of rotary_dim={rotary_dim} rotating (need >= 1)")
+    return kept
+
+
 def rope_inv_freq(
-    rotary_dim: int, base: float = 10000.0, scaling: dict | None = None, seq_len: int | None = None
+    rotary_dim: int,
+    base: float = 10000.0,
+    scaling: dict | None = None,
+    seq_len: int | None = None,
+    fraction: float = 1.0,
 ) -> tuple[Tensor, float]:
     """Per-pair inverse frequencies, with an optional context-extension method applied.
 
@@ -139,13 +190,21 @@ def rope_inv_freq(
         rotary_dim: d, the number of rotated features (even).
         base: theta in inv_freq_i = base ** (-2i / d).
         scaling: None or a dict with "rope_type" in SCALING_KEYS and that type's keys (module docstring).
-        seq_len: current total length (cached + new positions); only 'dynamic' uses it.
+        seq_len: current total length (cached + new positions); only 'dynamic' and 'longrope' use it.
+        fraction: p-RoPE's p: the slowest pairs past `kept_pairs(d, p)` get frequency 0.
 
     Returns:
         inv_freq: (d // 2,) float32, on the default device.
-        attention_scaling: factor for cos and sin (1.0 except for yarn).
+        attention_scaling: factor for cos and sin (1.0 except for yarn and longrope).
     """
-    _check_rotary_dim(rotary_dim)
+    kept = kept_pairs(rotary_dim, fraction)
+    inv_freq, scale = _scaled_inv_freq(rotary_dim, base, scaling, seq_len)
+    if kept < rotary_dim // 2:
+        inv_freq[kept:] = 0.0
+    return inv_freq, scale
+
+
+def _scaled_inv_freq(rotary_dim, base, scaling, seq_len) -> tuple[Tensor, float]:
     _check_positive("base", base)
     scaling = scaling or {"rope_type": "default"}
     _check_scaling(scaling, rotary_dim)
@@ -164,6 +223,8 @@ def rope_inv_freq(
         return _yarn(inv_freq, theta_pow, base, d, scaling)
     if kind == "llama3":
         return _llama3(inv_freq, scaling), 1.0
+    if kind == "longrope":
+        return _longrope(theta_pow, scaling, seq_len)
     return inv_freq, 1.0
 
 
@@ -173,14 +234,34 @@ def rope_cos_sin(
     """cos and sin of positions * inv_freq, (T, d) float32, each pair's angle written at both of its
     features: [a0..a_{d/2-1}, a0..a_{d/2-1}] for half-split, [a0, a0, a1, a1, ...] for interleaved.
     """
-    if positions.dtype in (torch.float16, torch.bfloat16):
-        raise ValueError(f"positions must be integer or float32/float64 (exact), got {positions.dtype}")
-    angles = positions.to(torch.float32)[:, None] * inv_freq.to(torch.float32)[None, :]  # (T, d/2)
-    angles = angles.repeat_interleave(2, dim=-1) if interleaved else torch.cat((angles, angles), dim=-1)
+    angles = _layout(_float_positions(positions)[:, None] * inv_freq.to(torch.float32)[None, :], interleaved)
     cos, sin = angles.cos(), angles.sin()  # (T, d)
     if attention_scaling != 1.0:
         cos, sin = cos * attention_scaling, sin * attention_scaling
     return cos, sin
+
+
+def xpos_scale(
+    rotary_dim: int, positions: Tensor, scale_base: float = 512.0, interleaved: bool = False
+) -> Tensor:
+    """xPos' query factors zeta_i ** (m / scale_base), zeta_i = (2i/d + 0.4) / 1.4, for positions (..., T):
+    (..., T, d) float32, laid out as cos/sin; keys take their inverse (module docstring)."""
+    _check_rotary_dim(rotary_dim)
+    _check_positive("scale_base", scale_base)
+    zeta = (torch.arange(0, rotary_dim, 2, dtype=torch.float32) / rotary_dim + 0.4) / 1.4  # (d/2,)
+    power = _float_positions(positions)[..., None] / scale_base  # (..., T, 1)
+    return _layout(zeta.to(power.device) ** power, interleaved)
+
+
+def _float_positions(positions: Tensor) -> Tensor:
+    if positions.dtype in (torch.float16, torch.bfloat16):
+        raise ValueError(f"positions must be integer or float32/float64 (exact), got {positions.dtype}")
+    return positions.to(torch.float32)
+
+
+def _layout(per_pair: Tensor, interleaved: bool) -> Tensor:
+    """(T, d/2) -> (T, d), each pair's value at both of its features."""
+    return per_pair.repeat_interleave(2, dim=-1) if interleaved else torch.cat((per_pair, per_pair), dim=-1)
 
 
 def _pairs(t: Tensor, interleaved: bool) -> tuple[Tensor, Tensor]:
@@ -225,11 +306,12 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool = False) -
 
 
 class RotaryEmbedding(nn.Module):
-    """Rotates q or k (B, nh, T, hs) at positions offset .. offset + T - 1 (module docstring).
+    """Rotates q or k (..., T, hs) at positions offset .. offset + T - 1 (module docstring), or at given
+    positions (B, T) for x (..., B, nh, T, hs) (randomized positions).
 
     cos/sin for positions 0 .. max_seq_len - 1 are cached in float32 buffers (not saved in the
     state_dict, moved by .to()); the cache grows on demand when offset + T exceeds it, e.g. when
-    evaluating beyond the training length.
+    evaluating beyond the training length. `fraction` < 1 is p-RoPE.
     """
 
     def __init__(
@@ -240,6 +322,7 @@ class RotaryEmbedding(nn.Module):
         interleaved: bool = False,
         scaling: dict | None = None,
         max_seq_len: int = 2048,
+        fraction: float = 1.0,
     ):
         super().__init__()
         if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim <= 0 or head_dim % 2:
@@ -250,29 +333,35 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(f"rotary_dim must be <= head_dim ({head_dim}), got {rotary_dim}")
         _check_positive("max_seq_len", max_seq_len, integer=True)
         self.head_dim, self.rotary_dim, self.base, self.interleaved = head_dim, rotary_dim, base, interleaved
-        self.scaling = None if scaling is None else dict(scaling)
-        rope_inv_freq(rotary_dim, base, self.scaling)  # validate base and scaling before building anything
-        dynamic = self.scaling is not None and self.scaling["rope_type"] == "dynamic"
-        self._dynamic_from = self.scaling["original_max_position_embeddings"] if dynamic else None
+        self.scaling, self.fraction = None if scaling is None else dict(scaling), fraction
+        self._inv_freq()  # validate base, scaling and fraction before building anything
+        switches = self.scaling is not None and self.scaling["rope_type"] in LENGTH_DEPENDENT
+        self._switch_from = self.scaling["original_max_position_embeddings"] if switches else None
         self._build_cache(max_seq_len, torch.device("cpu"))
 
+    def _inv_freq(self, seq_len: int | None = None) -> tuple[Tensor, float]:
+        return rope_inv_freq(self.rotary_dim, self.base, self.scaling, seq_len, self.fraction)
+
     def _build_cache(self, length: int, device: torch.device) -> None:
-        inv_freq, scale = rope_inv_freq(self.rotary_dim, self.base, self.scaling)
+        inv_freq, scale = self._inv_freq()
         positions = torch.arange(length, device=device)
         cos, sin = rope_cos_sin(inv_freq.to(device), positions, scale, self.interleaved)  # (length, d)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
         if x.shape[-1] != self.head_dim:
             raise ValueError(f"x must have last dim head_dim={self.head_dim}, got shape {tuple(x.shape)}")
+        if torch.is_tensor(offset):  # positions (B, T), within the cache (the scheme sizes it)
+            cos, sin = self.cos[offset].unsqueeze(-3), self.sin[offset].unsqueeze(-3)  # (B, 1, T, d)
+            return apply_rope(x, cos.to(x.dtype), sin.to(x.dtype), self.interleaved)
         if offset < 0:
             raise ValueError(f"offset must be >= 0, got {offset}")
         end = offset + x.shape[-2]
-        if self._dynamic_from is not None and end > self._dynamic_from:
-            # dynamic NTK past the original length: frequencies depend on `end`, nothing to cache
+        if self._switch_from is not None and end > self._switch_from:
+            # dynamic / longrope past the original length: frequencies depend on `end`, nothing to cache
             device = self.cos.device
-            inv_freq, scale = rope_inv_freq(self.rotary_dim, self.base, self.scaling, seq_len=end)
+            inv_freq, scale = self._inv_freq(seq_len=end)
             positions = torch.arange(offset, end, device=device)
             cos, sin = rope_cos_sin(inv_freq.to(device), positions, scale, self.interleaved)
         else:
@@ -284,5 +373,6 @@ class RotaryEmbedding(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"head_dim={self.head_dim}, rotary_dim={self.rotary_dim}, base={self.base}, "
-            f"interleaved={self.interleaved}, scaling={self.scaling}, cached={self.cos.shape[0]}"
+            f"interleaved={self.interleaved}, scaling={self.scaling}, fraction={self.fraction}, "
+            f"cached={self.cos.shape[0]}"
         )

@@ -81,9 +81,10 @@ class Run:
             ids = [self.device] if kind == "cuda" else None
             self.model = DDP(self.model, device_ids=ids, broadcast_buffers=False)
         self.eval_sets = {}  # the same batches every eval and every run; each rank takes its share
+        M = model_cfg.random_positions  # randomized positions: batches are (x, y, positions)
         for split, data in self.splits.items():
-            fixed = batches.fixed_eval_batches(data, T, cfg.batch_size, cfg.eval_iters, batches.EVAL_SEED)
-            self.eval_sets[split] = [(self._put(x), self._put(y)) for x, y in fixed[rank :: procs.world]]
+            fixed = batches.fixed_eval_batches(data, T, cfg.batch_size, cfg.eval_iters, batches.EVAL_SEED, M)
+            self.eval_sets[split] = [tuple(map(self._put, b)) for b in fixed[rank :: procs.world]]
 
         self.tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * T  # all processes
         name = torch.cuda.get_device_name(self.device) if kind == "cuda" else ""
@@ -150,10 +151,11 @@ class Run:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         t_step = time.perf_counter()
-        rank, gas, T = self.procs.rank, self.gas, self.raw_model.config.block_size
+        rank, gas, mcfg = self.procs.rank, self.gas, self.raw_model.config
         micro_batches = (  # seed: the micro-step's index in the global accumulation
-            map(self._put, batches.get_batch(self.splits["train"], T, self.cfg.batch_size,
-                                             (self.cfg.data_seed, it, rank * gas + micro)))
+            tuple(map(self._put, batches.get_batch(self.splits["train"], mcfg.block_size, self.cfg.batch_size,
+                                                   (self.cfg.data_seed, it, rank * gas + micro),
+                                                   mcfg.random_positions)))
             for micro in range(gas)
         )
         loss = training.accumulate_gradients(self.model, micro_batches, gas, self.precision, self.scaler)

@@ -92,15 +92,15 @@ def get_lr(it: int, cfg: TrainConfig) -> float:
 
 
 def accumulate_gradients(model, micro_batches, n_micro: int, precision: Precision, scaler) -> torch.Tensor:
-    """Forward and backward of `n_micro` (x, y) micro-batches, (B, T) each on the model's device, their
-    losses scaled by 1 / n_micro (and by the grad scaler); returns their mean loss (fp32, detached). Under
-    DDP the gradients are all-reduced on the last micro-step only."""
+    """Forward and backward of `n_micro` micro-batches (x, y) or (x, y, positions), (B, T) each on the
+    model's device, their losses scaled by 1 / n_micro (and by the grad scaler); returns their mean loss
+    (fp32, detached). Under DDP the gradients are all-reduced on the last micro-step only."""
     loss_sum = None
-    for micro, (x, y) in enumerate(micro_batches):
+    for micro, batch in enumerate(micro_batches):
         if isinstance(model, DDP):
             model.require_backward_grad_sync = micro == n_micro - 1
         with precision.autocast():
-            _, loss = model(x, y)
+            _, loss = model(*batch)
         loss_sum = loss.detach().float() if loss_sum is None else loss_sum + loss.detach().float()
         scaler.scale(loss / n_micro).backward()
     return loss_sum / n_micro

@@ -3,7 +3,9 @@ loaded with its length checked.
 
 Reproducibility: a batch depends only on its seed, so a batch stream is a pure function of
 (data_seed, iter, micro-step) and a resumed run sees exactly what an uninterrupted one would. Validation
-uses one fixed set of windows (EVAL_SEED), identical in every eval of every run.
+uses one fixed set of windows (EVAL_SEED), identical in every eval of every run. With randomized positions
+(`position_range` M) a batch is (x, y, positions), the positions drawn from the same seeded stream after the
+windows, so the windows are those of a run without them.
 """
 
 from pathlib import Path
@@ -22,20 +24,35 @@ def windows_at(data: np.ndarray, block_size: int, starts: np.ndarray) -> tuple[t
     return buf[:, :-1].contiguous(), buf[:, 1:].contiguous()  # inputs, next-token targets: (B, T) each
 
 
-def get_batch(data: np.ndarray, block_size: int, batch_size: int, seed) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows (x, y) of int64 token ids, (B, T) each on the CPU, y shifted by one. The window
-    starts depend only on `seed` (an int or a tuple of ints for np.random.default_rng)."""
-    starts = np.random.default_rng(seed).integers(0, len(data) - block_size, size=batch_size)
-    return windows_at(data, block_size, starts)
+def random_positions(rng: np.random.Generator, batch_size: int, T: int, M: int) -> torch.Tensor:
+    """Randomized positions (Ruoss et al. 2023): for each sequence, T distinct positions drawn uniformly
+    from [0, M) and sorted; (B, T) int64 on the CPU."""
+    chosen = np.argsort(rng.random((batch_size, M)), axis=1)[:, :T]  # a uniform T-subset per row
+    return torch.from_numpy(np.sort(chosen, axis=1))
 
 
-def fixed_eval_batches(data: np.ndarray, block_size: int, batch_size: int, n_batches: int, seed: int):
-    """`n_batches` (x, y) CPU batches of shape (batch_size, block_size), the same for the same arguments."""
+def get_batch(data: np.ndarray, block_size: int, batch_size: int, seed, position_range: int | None = None):
+    """Random windows (x, y) of int64 token ids, (B, T) each on the CPU, y shifted by one, and with
+    `position_range` M their randomized positions: (x, y, positions). Everything depends only on `seed`
+    (an int or a tuple of ints for np.random.default_rng)."""
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, len(data) - block_size, size=batch_size)
+    return _with_positions(windows_at(data, block_size, starts), rng, position_range)
+
+
+def _with_positions(batch: tuple, rng: np.random.Generator, M: int | None) -> tuple:
+    return batch if M is None else (*batch, random_positions(rng, *batch[0].shape, M))
+
+
+def fixed_eval_batches(data: np.ndarray, block_size: int, batch_size: int, n_batches: int, seed: int,
+                       position_range: int | None = None) -> list[tuple]:
+    """`n_batches` CPU batches as get_batch makes them, (batch_size, block_size) each, the same for the same
+    arguments."""
     rng = np.random.default_rng(seed)
     batches = []
     for _ in range(n_batches):
         starts = rng.integers(0, len(data) - block_size, size=batch_size)
-        batches.append(windows_at(data, block_size, starts))
+        batches.append(_with_positions(windows_at(data, block_size, starts), rng, position_range))
     return batches
 
 

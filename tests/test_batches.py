@@ -30,6 +30,22 @@ def test_batches_are_a_pure_function_of_the_seed():
     assert not torch.equal(get_batch(data, 4, 8, (3, 7, 0))[0], get_batch(data, 4, 8, (3, 8, 0))[0])
 
 
+def test_randomized_positions_are_sorted_distinct_per_sequence_and_seeded():
+    data = np.arange(1000, dtype=np.uint16)
+    x, y, pos = get_batch(data, 16, 64, (3, 7, 0), position_range=40)
+    torch.testing.assert_close((x, y), get_batch(data, 16, 64, (3, 7, 0)))  # the same windows as without
+    assert pos.shape == (64, 16) and pos.dtype == torch.int64 and pos.min() >= 0 and pos.max() < 40
+    assert (pos.diff(dim=1) > 0).all()  # sorted, no repeats
+    assert len({tuple(row.tolist()) for row in pos}) > 60  # a different draw per sequence
+    assert torch.equal(pos, get_batch(data, 16, 64, (3, 7, 0), position_range=40)[2])  # reproducible
+    assert not torch.equal(pos, get_batch(data, 16, 64, (3, 8, 0), position_range=40)[2])
+    counts = torch.bincount(pos.flatten(), minlength=40).float()  # uniform over [0, M): 64 * 16 / 40 each
+    assert counts.min() > 10 and counts.max() < 45
+    evals = fixed_eval_batches(data, 16, 4, 2, seed=7, position_range=40)
+    assert all(len(b) == 3 for b in evals)
+    assert torch.equal(evals[1][2], fixed_eval_batches(data, 16, 4, 2, seed=7, position_range=40)[1][2])
+
+
 
 
 def test_load_dataset_prepares_and_checks_the_length(tmp_path):

@@ -17,9 +17,9 @@ from training import TrainConfig
 L = 16
 
 
-def small(pos_enc: str) -> GPT:
+def small(pos_enc: str, **kw) -> GPT:
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=11, block_size=L, n_layer=1, n_head=2, n_embd=16, pos_enc=pos_enc)
+    cfg = ModelConfig(vocab_size=11, block_size=L, n_layer=1, n_head=2, n_embd=16, pos_enc=pos_enc, **kw)
     return GPT(cfg).eval()
 
 
@@ -57,6 +57,30 @@ def test_learned_refuses_past_block_size_and_evaluator_gives_na():
     out = evaluate.eval_variant(model, region, evaluate.EvalConfig(eval_lengths="1,2"))
     assert out["nonoverlap"][str(2 * L)] is None and out["sliding"][str(2 * L)] is None
     assert np.isfinite(out["nonoverlap"][str(L)]) and len(out["per_position"]) == L
+
+
+def test_randomized_positions_are_evaluated_on_seeded_random_positions_up_to_M():
+    """As in Ruoss et al.: every window gets sorted positions drawn from [0, M), the same on every call;
+    lengths past M are n/a."""
+    model = small("rope", random_positions=2 * L)
+    region = np.random.default_rng(0).integers(0, 11, size=8 * L + 1)
+    out = evaluate.eval_variant(model, region, evaluate.EvalConfig(eval_lengths="1,2,4"))
+    assert np.isfinite(out["nonoverlap"][str(2 * L)]) and out["nonoverlap"][str(4 * L)] is None
+    assert out == evaluate.eval_variant(model, region, evaluate.EvalConfig(eval_lengths="1,2,4"))
+    plain = evaluate.eval_windows(small("rope"), region, L, L)[0]  # same weights, positions 0..L-1
+    assert out["nonoverlap"][str(L)] != plain
+
+
+def test_longrope_at_inference_starts_from_yarns_frequencies():
+    cfg = small("rope").config
+    scaling = evaluate.method_scaling("longrope", 4.0, cfg)
+    assert scaling["short_factor"] == [1.0] * 4 and scaling["original_max_position_embeddings"] == L
+    yarn = evaluate.method_scaling("yarn", 4.0, cfg)
+    from rope import rope_inv_freq
+
+    long, scale = rope_inv_freq(8, scaling=scaling, seq_len=4 * L)
+    torch.testing.assert_close(long, rope_inv_freq(8, scaling=yarn)[0])
+    assert scale == pytest.approx((1 + np.log(4) / np.log(L)) ** 0.5)  # LongRoPE's, not YaRN's 1.139
 
 
 def test_loss_sum_is_the_sum_of_batch_losses_and_keeps_the_mode():
@@ -108,5 +132,6 @@ def test_eval_config_names_bad_values(kw, match):
 
 def test_eval_settings_and_lengths():
     ev = evaluate.EvalConfig(eval_lengths="2,1,1.5", stride=None)
-    assert ev.lengths(64) == [64, 96, 128] and ev.methods() == ["linear", "ntk", "dynamic", "yarn"]
+    assert ev.lengths(64) == [64, 96, 128]
+    assert ev.methods() == ["linear", "ntk", "dynamic", "yarn", "longrope"]
     assert ev.settings(64)["stride"] == 64 and ev.settings(64)["lengths"] == [64, 96, 128]

@@ -167,7 +167,7 @@ def test_learned_matches_hugging_face_gpt2():
         (dict(n_embd=36, n_head=4), "even head size"),
         (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
         (dict(n_layer=0), "n_layer must be a positive integer"),
-        (dict(pos_enc="learned", rope_base=500.0), "rope_base=500.0 is only used by pos_enc in \\['rope'\\]"),
+        (dict(pos_enc="learned", rope_base=500.0), r"rope_base=500.0 is only used by .*\['rope', 'xpos'\]"),
         (dict(rope_dim=12), "rotary_dim"),
         (dict(rope_base=-1.0), "base"),
         (dict(rope_scaling={"rope_type": "bogus"}), "bogus"),
@@ -245,3 +245,63 @@ def test_generate_text_never_goes_past_block_size(pos_enc):
     assert max(seen) == model.config.block_size
     with pytest.raises(ValueError, match="the prompt is empty"):
         generate_text(model, Chars(), "", 5)
+
+
+@pytest.mark.parametrize("pos_enc", SCHEMES)
+def test_qk_norm_keeps_causality_and_the_kv_cache(pos_enc):
+    model = model_for(pos_enc, qk_norm=True)
+    idx = torch.randint(0, 65, (2, 24), generator=torch.Generator().manual_seed(11))
+    idx = idx[:, :16] if pos_enc == "learned" else idx
+    full, _ = model(idx, targets=idx)
+    cache = KVCache(model.config.n_layer, idx.size(1))
+    steps = [model(idx[:, :7], targets=idx[:, :7], cache=cache)[0]]
+    for t in range(7, idx.size(1)):
+        steps.append(model(idx[:, t : t + 1], targets=idx[:, t : t + 1], cache=cache)[0])
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-4, atol=1e-5)
+    changed = idx.clone()
+    changed[:, 9] = (changed[:, 9] + 1) % 65
+    torch.testing.assert_close(model(changed, targets=changed)[0][:, :9], full[:, :9], rtol=0, atol=1e-6)
+
+
+def test_qk_norm_is_nanochats_rms_norm_after_rope():
+    """Normalising before the rotation (ours) == after it (nanochat): RMSNorm commutes with rotations."""
+    model = model_for("rope", qk_norm=True)
+    attn, pe = model.transformer.h[0].attn, model.transformer.wpe
+    x = torch.randn(2, 12, 32, generator=torch.Generator().manual_seed(12))
+    q, k, v = (t.view(2, 12, 4, 8).transpose(1, 2) for t in attn.c_attn(x).split(32, dim=2))
+    q, k = (F.rms_norm(t, (8,)) for t in pe.rotate(torch.stack((q, k)), 3, 0))  # nanochat's order
+    y = manual_attention(q, k, v).transpose(1, 2).reshape(2, 12, 32)
+    torch.testing.assert_close(attn(x, pe, None, 3, None, 0), attn.c_proj(y), rtol=1e-5, atol=1e-6)
+    assert not any("qk_norm" in name for name, _ in model.named_parameters())  # no gains: nanochat's
+
+
+def test_randomized_positions():
+    """Positions 0..T-1 given explicitly == the default; RoPE sees only differences (a shift changes
+    nothing); learned reads the rows of its positions from a table of M rows."""
+    idx = torch.randint(0, 65, (3, 16), generator=torch.Generator().manual_seed(13))
+    pos = torch.randperm(40, generator=torch.Generator().manual_seed(14))[:16].sort().values.expand(3, 16)
+    rope = model_for("rope", random_positions=48)
+    torch.testing.assert_close(rope(idx, idx, torch.arange(16).expand(3, 16))[0], rope(idx, idx)[0])
+    torch.testing.assert_close(rope(idx, idx, pos)[0], rope(idx, idx, pos + 7)[0], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(rope(idx, idx, pos)[0], rope(idx, idx)[0])
+    learned = model_for("learned", random_positions=48)
+    assert learned.transformer.wpe.weight.shape == (48, 32) and learned.transformer.wpe.max_len == 48
+    x = learned.transformer.wte(idx)
+    torch.testing.assert_close(learned.transformer.wpe.embed(x, pos), x + learned.transformer.wpe.weight[pos])
+    with pytest.raises(ValueError, match="without a cache"):
+        rope(idx, positions=pos, cache=KVCache(2, 16))
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        (dict(random_positions=16), r"random_positions \(M, positions drawn from \[0, M\)\) must be an int"),
+        (dict(pos_enc="alibi", random_positions=64), r"random_positions is for pos_enc in \['learned', 'r"),
+        (dict(pos_enc="none", random_positions=64), "random_positions is for pos_enc in"),
+        (dict(random_positions=64, rope_scaling={"rope_type": "linear", "factor": 2.0}), "pick one"),
+        (dict(qk_norm="yes"), "qk_norm must be true or false"),
+    ],
+)
+def test_model_options_are_validated(kw, match):
+    with pytest.raises(ValueError, match=match):
+        tiny(**kw)

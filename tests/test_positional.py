@@ -6,16 +6,17 @@ import math
 
 import pytest
 import torch
-from helpers import model_for
+from helpers import model_for, tiny
 
 from positional import POS_ENCODINGS
+from rope import xpos_scale
 
 SCHEMES = sorted(POS_ENCODINGS)
 
 
 # position parameters of `tiny` (block 16, 2 layers, 4 heads, 32 wide, head size 8), from the papers' sizes
 POSITION_PARAMS = {
-    "none": 0, "sinusoidal": 0, "rope": 0, "alibi": 0,
+    "none": 0, "sinusoidal": 0, "rope": 0, "xpos": 0, "alibi": 0,
     "learned": 16 * 32,  # a row per position
     "t5": 32 * 4,  # 32 buckets x heads, one table
     "kerple": 2 * 2 * 4,  # r1, r2 per layer and head
@@ -80,3 +81,69 @@ def test_rope_scheme_uses_rope_py():
     q2, k2 = model.transformer.wpe.rotate(qk, 3, 0).unbind(0)
     torch.testing.assert_close(q2, ref(q, 3))
     torch.testing.assert_close(k2, ref(k, 3))
+
+
+@pytest.mark.parametrize("rope_dim", [8, 4])
+def test_xpos_equals_rotary_embedding_torch(rope_dim):
+    """The xpos scheme == rotary-embedding-torch's xPos (interleaved pairs, its convention). It centres
+    positions on N // 2 for a sequence of N, which cancels in q.k; ours uses absolute positions (a KV cache
+    needs them), so ours = theirs x zeta^(+-(N // 2) / scale_base) per pair. Chunks at an offset are
+    compared with the rows of the whole sequence."""
+    ret = pytest.importorskip("rotary_embedding_torch")
+    N, base = 40, 64.0
+    pe = model_for("xpos", rope_interleaved=True, rope_dim=rope_dim, xpos_scale_base=base).transformer.wpe
+    ref = ret.RotaryEmbedding(dim=rope_dim, use_xpos=True, xpos_scale_base=base)
+    q, k = torch.randn(2, 2, 4, N, 8, generator=torch.Generator().manual_seed(2))
+    q_ref, k_ref = ref.rotate_queries_and_keys(q, k)
+    center = xpos_scale(rope_dim, torch.tensor(N // 2), base, interleaved=True)  # (d,)
+    for offset, T in [(0, N), (5, 12), (39, 1)]:
+        sl = slice(offset, offset + T)
+        q_ours, k_ours = pe.rotate(torch.stack((q[..., sl, :], k[..., sl, :])), offset, 0)
+        q_ours[..., :rope_dim] /= center
+        k_ours[..., :rope_dim] *= center
+        torch.testing.assert_close(q_ours, q_ref[..., sl, :])
+        torch.testing.assert_close(k_ours, k_ref[..., sl, :])
+        assert torch.equal(q_ours[..., rope_dim:], q[..., sl, rope_dim:])  # partial: the rest untouched
+
+
+@pytest.mark.parametrize(("n_layer", "k"), [(4, 4), (6, 4), (8, 2), (5, 3), (3, 1)])
+def test_nope_layer_pattern_is_smollm3s(n_layer, k):
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.SmolLM3Config(num_hidden_layers=n_layer, no_rope_layer_interval=k).no_rope_layers
+    pe = model_for("rope", n_layer=n_layer, rope_nope_interval=k).transformer.wpe
+    assert [int(layer not in pe.nope_layers) for layer in range(n_layer)] == hf  # 1 = uses RoPE
+
+
+def test_nope_layers_attend_like_none():
+    """A NoPE layer of a hybrid is the `none` scheme's layer; with every layer NoPE the model is `none`."""
+    hybrid = model_for("rope", n_layer=3, rope_nope_layers="0,2", seed=4)
+    none = model_for("none", n_layer=3, seed=4)
+    assert hybrid.transformer.wpe.nope_layers == {0, 2}
+    x = torch.randn(2, 12, 32, generator=torch.Generator().manual_seed(5))
+    for layer, same in [(0, True), (1, False), (2, True)]:
+        ours, theirs = (m.transformer.h[layer].attn(x, m.transformer.wpe, None, 3, None, layer)
+                        for m in (hybrid, none))  # fmt: skip
+        assert torch.equal(ours, theirs) == same
+    every = model_for("rope", n_layer=3, rope_nope_interval=1, seed=4)
+    idx = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(6))
+    assert torch.equal(every(idx, targets=idx)[0], none(idx, targets=idx)[0])
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        (dict(rope_nope_interval=3), r"rope_nope_interval must be an integer in \[1, n_layer=2\]"),
+        (dict(rope_nope_interval=0), r"rope_nope_interval must be an integer in \[1, n_layer=2\]"),
+        (dict(rope_nope_layers="2"), r"rope_nope_layers must list distinct layer indices in \[0, 1\]"),
+        (dict(rope_nope_layers="1,1"), "distinct"),
+        (dict(rope_nope_layers="a"), "distinct"),
+        (dict(rope_nope_layers="1", rope_nope_interval=2), "not both"),
+        (dict(rope_fraction=0.0), r"fraction \(p-RoPE\) must be a number in \(0, 1\]"),
+        (dict(pos_enc="xpos", xpos_scale_base=0.0), "xpos_scale_base must be a positive number"),
+        (dict(pos_enc="alibi", rope_fraction=0.5), r"rope_fraction=0.5 is only used by pos_enc in"),
+        (dict(pos_enc="rope", xpos_scale_base=64.0), r"xpos_scale_base=64.0 is only used by .*\['xpos'\]"),
+    ],
+)
+def test_rope_family_knobs_are_validated(kw, match):
+    with pytest.raises(ValueError, match=match):
+        tiny(**kw)

@@ -2,11 +2,12 @@
 properties that a wrong pairing, sign or frequency would break."""
 
 import itertools
+import math
 
 import pytest
 import torch
 
-from rope import SCALING_KEYS, RotaryEmbedding, apply_rope, rope_cos_sin, rope_inv_freq
+from rope import SCALING_KEYS, RotaryEmbedding, apply_rope, rope_cos_sin, rope_inv_freq, xpos_scale
 
 ORIG = 64  # original (pre-extension) context length of the scaling methods
 # Hugging Face rope_parameters (without rope_theta) per case; see ours_scaling for our dict
@@ -14,27 +15,13 @@ HF_CASES = {
     "default": {"rope_type": "default"},
     "linear": {"rope_type": "linear", "factor": 4.0},
     "dynamic": {"rope_type": "dynamic", "factor": 4.0},  # HF: original length = max_position_embeddings
-    "yarn": {
-        "rope_type": "yarn",
-        "factor": 4.0,
-        "original_max_position_embeddings": ORIG,
-        "beta_fast": 32,
-        "beta_slow": 1,
-    },
-    "yarn_defaults": {
-        "rope_type": "yarn",
-        "factor": 2.0,
-        "original_max_position_embeddings": ORIG,
-        "attention_factor": 1.5,
-    },
-    "llama3": {
-        "rope_type": "llama3",
-        "factor": 8.0,
-        "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0,
-        "original_max_position_embeddings": ORIG,
-    },
-}
+    "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": ORIG, "beta_fast": 32,
+             "beta_slow": 1},
+    "yarn_defaults": {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": ORIG,
+                      "attention_factor": 1.5},
+    "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": ORIG},
+}  # fmt: skip
 # (offset, T): inside the original length, across it, and far beyond it
 SPANS = [(0, 16), (37, 16), (60, 10), (1000, 24), (5000, 8)]
 
@@ -241,7 +228,62 @@ def test_scaling_keeps_fastest_and_interpolates_slowest_pair(kind):
 
 def test_every_scaling_type_is_tested():
     tested = {case["rope_type"] for case in HF_CASES.values()} | {"ntk"}  # ntk: no HF counterpart
-    assert tested == set(SCALING_KEYS)
+    assert tested | {"longrope"} == set(SCALING_KEYS)  # longrope: test_longrope_matches_hf_phi3
+
+
+@pytest.mark.parametrize("attention_factor", [None, 1.3])
+def test_longrope_matches_hf_phi3(attention_factor):
+    """inv_freq and attention factor == transformers' _compute_longrope_parameters below and above the
+    original length, and cos/sin == Phi-3's rotary module, config-built (nothing downloaded)."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.modeling_rope_utils import _compute_longrope_parameters
+    from transformers.models.phi3.modeling_phi3 import Phi3RotaryEmbedding
+
+    g = torch.Generator().manual_seed(0)
+    short, long = (1 + torch.rand(16, generator=g) * k for k in (0.5, 8.0))
+    ours = {"rope_type": "longrope", "factor": 8.0, "original_max_position_embeddings": ORIG,
+            "short_factor": short.tolist(), "long_factor": long.tolist()}  # fmt: skip
+    if attention_factor:
+        ours["attention_factor"] = attention_factor
+    config = transformers.Phi3Config(
+        hidden_size=64, num_attention_heads=2, max_position_embeddings=8 * ORIG, rope_parameters={
+            **ours, "rope_theta": 5e5}, original_max_position_embeddings=ORIG, pad_token_id=0,
+    )  # fmt: skip
+    rot = RotaryEmbedding(32, 5e5, scaling=ours, max_seq_len=16)
+    for offset, T in SPANS:
+        end = offset + T
+        inv_freq, scale = rope_inv_freq(32, 5e5, ours, seq_len=end)
+        hf_inv_freq, hf_scale = _compute_longrope_parameters(config, seq_len=end)
+        torch.testing.assert_close(inv_freq, hf_inv_freq, rtol=0, atol=0)
+        paper = math.sqrt(1 + math.log(8) / math.log(ORIG))  # LongRoPE's default attention factor
+        assert scale == pytest.approx(hf_scale) and hf_scale == pytest.approx(attention_factor or paper)
+        x = torch.randn(1, 2, T, 32, generator=g)
+        cos, sin = Phi3RotaryEmbedding(config)(x, torch.arange(end)[None])  # a fresh sequence of length end
+        x1, x2 = x.chunk(2, dim=-1)
+        expected = x * cos[:, offset:] + torch.cat((-x2, x1), dim=-1) * sin[:, offset:]
+        torch.testing.assert_close(rot(x, offset), expected)
+
+
+def test_p_rope_keeps_the_fastest_pairs_and_passes_the_rest_through():
+    x = torch.randn(2, 3, 10, 16)
+    plain = RotaryEmbedding(16, max_seq_len=4)
+    assert torch.equal(RotaryEmbedding(16, fraction=1.0)(x, 7), plain(x, 7))  # p = 1: plain RoPE, bit for bit
+    for interleaved in (False, True):
+        half = RotaryEmbedding(16, fraction=0.5, interleaved=interleaved)
+        inv_freq, _ = rope_inv_freq(16, fraction=0.5)
+        torch.testing.assert_close(inv_freq[:4], rope_inv_freq(16)[0][:4], rtol=0, atol=0)  # fastest 4 of 8
+        assert (inv_freq[4:] == 0).all()
+        y, ref = half(x, 7), RotaryEmbedding(16, interleaved=interleaved)(x, 7)
+        kept = torch.tensor([i % 8 < 4 for i in range(16)]) if not interleaved else torch.arange(16) < 8
+        assert torch.equal(y[..., ~kept], x[..., ~kept])  # zero frequency: unchanged, bit for bit
+        torch.testing.assert_close(y[..., kept], ref[..., kept], rtol=0, atol=0)
+    assert (rope_inv_freq(16, fraction=0.75)[0] > 0).sum() == 6  # int(0.75 * 16) // 2
+
+
+def test_xpos_scale_is_the_papers():  # against rotary-embedding-torch: test_positional.py (the scheme)
+    zeta = (torch.arange(0, 16, 2) / 16 + 0.4) / 1.4  # Sun et al. 2022, written out
+    expected = torch.stack((zeta, zeta**2)).repeat(1, 2)  # positions 512 and 1024, half-split layout
+    torch.testing.assert_close(xpos_scale(16, torch.tensor([512, 1024]), 512.0), expected)
 
 
 def test_inv_freq_even_odd_question():
@@ -301,6 +343,8 @@ def test_compiles_without_graph_breaks():
 
 
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8}
+LONGROPE = {"rope_type": "longrope", "factor": 4.0, "original_max_position_embeddings": 8,
+            "short_factor": [1.0] * 8, "long_factor": [2.0] * 8}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -316,33 +360,21 @@ LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "original_max_position_embedding
         (dict(max_seq_len=0), "max_seq_len"),
         (dict(scaling={"rope_type": "linear", "factor": 0.0}), "factor"),
         (dict(scaling={"rope_type": "ntk", "factor": -2}), "factor"),
-        (
-            dict(scaling={"rope_type": "rope"}),
-            r"unknown scaling rope_type 'rope'; known: \['default', 'dynamic'",
-        ),
+        (dict(scaling={"rope_type": "rope"}), r"unknown scaling rope_type 'rope'; known: \['default', 'dyn"),
         (dict(scaling={"factor": 2.0}), "rope_type"),
         (dict(scaling={"rope_type": "dynamic", "factor": 2.0}), r"missing keys \['original_max_position"),
-        (
-            dict(scaling={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}),
-            r"unknown keys \['rope_theta'\]",
-        ),
+        (dict(scaling={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}), r"unknown keys \['rope_th"),
         (dict(scaling={**LLAMA3, "low_freq_factor": 1.0}), r"missing keys \['high_freq_factor'\]"),
         (dict(scaling={**LLAMA3, "low_freq_factor": 4.0, "high_freq_factor": 1.0}), "low_freq_factor <"),
-        (
-            dict(scaling={"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 1.5}),
-            "original_max_position_embeddings'] must be a positive integer",
-        ),
-        (
-            dict(
-                scaling={
-                    "rope_type": "yarn",
-                    "factor": 2.0,
-                    "original_max_position_embeddings": 8,
-                    "beta_fast": 1,
-                }
-            ),
-            "beta_slow < beta_fast",
-        ),
+        (dict(scaling={"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 1.5}),
+         "original_max_position_embeddings'] must be a positive integer"),
+        (dict(scaling={"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 8,
+                       "beta_fast": 1}), "beta_slow < beta_fast"),
+        (dict(scaling={**LONGROPE, "short_factor": [1.0] * 7}), r"short_factor'\] must be a list of .* 8 n"),
+        (dict(scaling={**LONGROPE, "long_factor": [1.0] * 7 + [0.0]}), r"long_factor'\]\[7\] must be a pos"),
+        (dict(fraction=0.0), r"fraction \(p-RoPE\) must be a number in \(0, 1\], got 0.0"),
+        (dict(fraction=1.5), r"fraction \(p-RoPE\) must be a number in \(0, 1\]"),
+        (dict(fraction=0.1), "keeps no pair of rotary_dim=16 rotating"),
         (dict(rotary_dim=2, scaling={"rope_type": "ntk", "factor": 2.0}), "rotary_dim > 2"),
     ],
 )

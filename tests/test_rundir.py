@@ -14,8 +14,8 @@ from training import TrainConfig
 META = {"source": "tiny.txt", "source_sha256": "ab" * 32, "tokenizer": "char", "vocab_size": 65}
 
 
-def saved_run(tmp_path, iter_num=4):
-    model = model_for("rope")
+def saved_run(tmp_path, iter_num=4, pos_enc="rope", **options):
+    model = model_for(pos_enc, **options)
     optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
     scaler = Precision.of("float32", "cpu").grad_scaler()
     cfg = TrainConfig(out_dir=str(tmp_path), max_iters=10)
@@ -25,8 +25,20 @@ def saved_run(tmp_path, iter_num=4):
     return model, cfg
 
 
-def test_checkpoint_round_trip_rebuilds_the_model(tmp_path):
-    model, cfg = saved_run(tmp_path)
+# every scheme knob and model option, as a checkpoint records it (config.json holds the same dict)
+OPTIONS = [
+    ("rope", {}), ("xpos", dict(xpos_scale_base=64.0, rope_fraction=0.5, qk_norm=True)),
+    ("rope", dict(rope_nope_interval=2, random_positions=40)), ("rope", dict(rope_nope_layers="0")),
+    ("learned", dict(random_positions=40)), ("t5", dict(t5_num_buckets=8, t5_max_distance=20)),
+    ("fire", dict(fire_threshold=6.0)), ("cope", dict(cope_max_pos=7)), ("kerple", dict(qk_norm=True)),
+    ("rope", dict(rope_scaling={"rope_type": "longrope", "factor": 2.0, "short_factor": [1.0] * 4,
+                                "long_factor": [2.0] * 4, "original_max_position_embeddings": 16})),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("pos_enc", "options"), OPTIONS)
+def test_checkpoint_round_trip_rebuilds_the_model(tmp_path, pos_enc, options):
+    model, cfg = saved_run(tmp_path, pos_enc=pos_enc, **options)
     ckpt, model_cfg, train_cfg = rundir.read_checkpoint(tmp_path / rundir.CKPT)
     assert (model_cfg, train_cfg) == (model.config, cfg)
     assert (ckpt["iter_num"], ckpt["best_val_loss"], ckpt["meta"]) == (4, 1.5, META)

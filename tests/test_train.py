@@ -100,16 +100,18 @@ def test_checkpoint_rebuilds_the_model_and_eval_is_on_fixed_batches(tmp_path, co
         rundir.load_run(tmp_path / "nothing")
 
 
-def test_resume_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, corpus, monkeypatch):
-    """Dropout on, so the saved RNG state matters; batch order comes from (data_seed, iter)."""
-    extra = dict(dropout=0.1, max_iters=8, lr_decay_iters=8)
+@pytest.mark.parametrize("model", [{}, {"pos_enc": "learned", "random_positions": 40}])
+def test_resume_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, corpus, monkeypatch, model):
+    """Dropout on, so the saved RNG state matters; batch order (and randomized positions) come from
+    (data_seed, iter)."""
+    extra = dict(dropout=0.1, max_iters=8, lr_decay_iters=8, **model)
     full = run(tmp_path / "a", corpus, **extra)
     get_batch = batches.get_batch
 
-    def interrupt_at_iter_3(data, block_size, batch_size, seed):
+    def interrupt_at_iter_3(data, block_size, batch_size, seed, *positions):
         if seed[1] == 3:
             signal.raise_signal(signal.SIGINT)  # what Ctrl-C does; the handler lets iteration 3 finish
-        return get_batch(data, block_size, batch_size, seed)
+        return get_batch(data, block_size, batch_size, seed, *positions)
 
     monkeypatch.setattr(batches, "get_batch", interrupt_at_iter_3)
     stopped = run(tmp_path / "b", corpus, **extra)
