@@ -5,6 +5,7 @@ extrapolation, per-position loss, context extension), write report.md, results.j
     python compare.py config/ablation_cpu.py     # 5 schemes x 3 seeds, Tiny Shakespeare (char), CPU
     python compare.py config/ablation_quick.py   # a small model, about a minute
     python compare.py --eval_only=out/RUN[,out/RUN2,GRID_DIR...] [--key=value ...]
+    python compare.py config/tasks_cpu.py        # length generalization: a grid per task of dataset=task:A,B
 
 Every run is train.py's `train` with one config except `pos_enc` and the entry's own knobs, so all
 schemes see the same batches, eval batches and init recipe; replicate k uses seed + k, data_seed + k.
@@ -193,27 +194,41 @@ def eval_only(cmp: CompareConfig, ev: EvalConfig, train_cfg: TrainConfig, progre
         }
         # data_dir of this invocation: a checkpoint never decides where files are written
         records.append(record | evaluate_run(run, ev, device, train_cfg.data_dir))
+    datasets = {r["configs"]["train"]["dataset"] for r in records}
+    if any(d.startswith("task:") for d in datasets) and len(datasets) > 1:
+        raise ValueError(f"eval_only runs of a task must all be of that task, got {sorted(datasets)}")
     if len({r["configs"]["model"]["block_size"] for r in records}) > 1:
         raise ValueError("eval_only runs must share one block_size (the table's rows are multiples of it)")
     return records
 
 
 def main(argv: list[str] | None = None, progress: bool = True) -> dict:
-    """CLI entry (module docstring); returns what results.json holds."""
+    """CLI entry (module docstring); returns what results.json holds (with tasks: {task: results})."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = " ".join(["python compare.py", *argv])
     types_ = (ModelConfig, TrainConfig, EvalConfig, CompareConfig)
     model_cfg, train_cfg, ev, cmp = parse_cli(argv, __doc__, *types_)
     t0 = time.perf_counter()
+    settings = dataclasses.asdict(ev) | dataclasses.asdict(cmp)
     if cmp.eval_only:
         records = eval_only(cmp, ev, train_cfg, progress)
         parents = [Path(r["run_dir"]).resolve().parent for r in records]
         out = cmp.report_dir or os.path.commonpath(parents)
-    else:
+        return write_report(records, settings, Path(out), command, time.perf_counter() - t0)
+    tasks = train_cfg.task_names()
+    if len(tasks) < 2:
         records = run_grid(model_cfg, train_cfg, ev, cmp, progress)
         out = cmp.report_dir or train_cfg.out_dir
-    settings = dataclasses.asdict(ev) | dataclasses.asdict(cmp)
-    return write_report(records, settings, Path(out), command, time.perf_counter() - t0)
+        return write_report(records, settings, Path(out), command, time.perf_counter() - t0)
+    grids = {}  # dataset=task:A,B,...: one grid per task, each in its own folder with its own report
+    for task in tasks:
+        folder = Path(train_cfg.out_dir) / task
+        plain = train_cfg.task_plain and task == "addition"
+        tcfg = dataclasses.replace(train_cfg, dataset=f"task:{task}", out_dir=str(folder), task_plain=plain)
+        records = run_grid(model_cfg, tcfg, ev, cmp, progress)
+        out = Path(cmp.report_dir) / task if cmp.report_dir else folder
+        grids[task] = write_report(records, settings, out, command, time.perf_counter() - t0)
+    return grids
 
 
 if __name__ == "__main__":

@@ -15,6 +15,12 @@ L = training block_size, T = evaluation length; all on the validation split:
   method is the identity, so those cells repeat plain rope). With finetune_iters > 0, copies of each rope
   run are fine-tuned at 2L (plain, and each method at factor 2) with training.py's step, and evaluated.
 A run is evaluated in the precision it was trained in (`runtime.Precision` of its dtype).
+
+A run on a task (dataset=task:NAME, data/tasks.py) is scored instead by accuracy at every problem size n =
+1 .. n_eval, on a fixed test set per n (task_problems problems, seeded by n, the same for every run):
+exact match (the whole answer, end mark included, right) and per-token accuracy, both of greedy decoding
+through the KV cache, all problems of one n in one batch (a few past TASK_BATCH). A run trained on
+randomized positions decodes at sorted positions drawn from [0, M) for each problem, as in training.
 """
 
 import contextlib
@@ -31,6 +37,7 @@ import torch.nn.functional as F
 
 from configurator import check_ints
 from data.batches import EVAL_SEED, get_batch, load_dataset, random_positions, windows_at
+from data.tasks import Task, eval_problems, get_task
 from model import GPT
 from positional import POS_ENCODINGS
 from rope import rope_inv_freq
@@ -40,6 +47,7 @@ from training import TrainConfig, accumulate_gradients, optimizer_step
 METHODS = ("linear", "ntk", "dynamic", "yarn", "longrope")
 EVAL_TOKENS = 16384  # tokens per evaluation forward pass
 FT_SEED = 7919  # batch stream of the fine-tune, apart from the training one
+TASK_SEED, TASK_BATCH = 4242, 512  # the tasks' test sets; problems decoded in one batch
 
 
 @dataclass(frozen=True)
@@ -52,10 +60,12 @@ class EvalConfig:
     rope_methods: str = "linear,ntk,dynamic,yarn,longrope"  # applied at inference to rope runs; "": none
     finetune_iters: int = 0  # > 0: also fine-tune rope runs at 2L for this many steps
     finetune_lr: float = 1e-4  # constant learning rate of the fine-tune
+    task_problems: int = 200  # tasks: test problems per size n
 
     def __post_init__(self):
         check_ints(self, ("eval_windows",), 1)
         check_ints(self, ("finetune_iters",), 0)
+        check_ints(self, ("task_problems",), 1)
         if self.stride is not None and (isinstance(self.stride, bool) or self.stride < 1):
             raise ValueError(f"stride must be a positive integer or None, got {self.stride!r}")
         if not 0 < self.finetune_lr < math.inf:
@@ -84,7 +94,7 @@ class EvalConfig:
 
     def settings(self, block_size: int) -> dict:
         """What a stored evaluation depends on; a change re-evaluates the run."""
-        keys = ("eval_windows", "rope_methods", "finetune_iters", "finetune_lr")
+        keys = ("eval_windows", "rope_methods", "finetune_iters", "finetune_lr", "task_problems")
         fixed = {"lengths": self.lengths(block_size), "stride": self.stride or block_size}
         return fixed | {k: getattr(self, k) for k in keys}
 
@@ -239,11 +249,59 @@ def val_region(tcfg: TrainConfig, meta: dict, block_size: int, ev: EvalConfig, d
     return np.asarray(val[: n * 8 * block_size + 1]), tr
 
 
+@torch.no_grad()
+def task_accuracy(model: GPT, task: Task, problems: list[tuple], precision: Precision) -> np.ndarray:
+    """Greedy answers to problems of one size (all with the same prompt and answer lengths), scored:
+    (P, answer length) bool, True where the decoded token is the answer's."""
+    device = next(model.parameters()).device
+    P, A = len(problems[0][0]), len(problems[0][1])
+    M, right = model.config.random_positions, []
+    for i in range(0, len(problems), TASK_BATCH):
+        chunk = problems[i : i + TASK_BATCH]
+        prompts = torch.tensor([task.encode(p) for p, _ in chunk], device=device)  # (b, P)
+        answers = torch.tensor([task.encode(a) for _, a in chunk])  # (b, A)
+        pos = None
+        if M is not None:  # the same positions on every call: seeded by the problem size and chunk
+            rng = np.random.default_rng((TASK_SEED, P, i))
+            pos = random_positions(rng, len(chunk), P + A, M).to(device)
+        with precision.autocast():
+            out = model.eval().generate(prompts, A, temperature=0, positions=pos)[:, P:].cpu()
+        right.append((out == answers).numpy())
+    return np.concatenate(right)
+
+
+def evaluate_task(run: tuple, ev: EvalConfig, device="cpu") -> dict:
+    """A task run's accuracy at every n = 1 .. n_eval: {"accuracy": {"exact": {n: mean}, "token": {n:
+    mean}}, "n_train", "n_eval", "params", "eval_s", "eval_problems"}."""
+    t0 = time.perf_counter()
+    model, _, tcfg, _ = run
+    n_train, n_eval = tcfg.task_sizes()
+    task = get_task(tcfg.task_names()[0], tcfg.task_plain)
+    precision = Precision.of(tcfg.dtype, device)
+    exact, token = {}, {}
+    for n in range(1, n_eval + 1):
+        right = task_accuracy(model, task, eval_problems(task, n, ev.task_problems, TASK_SEED), precision)
+        exact[str(n)], token[str(n)] = float(right.all(1).mean()), float(right.mean())
+    return {"accuracy": {"exact": exact, "token": token}, "n_train": n_train, "n_eval": n_eval,
+            "params": _params(model), "eval_s": time.perf_counter() - t0, "eval_problems": ev.task_problems}
+
+
+def _params(model: GPT) -> dict:
+    return {
+        "total": model.num_params(False),
+        "non_embedding": model.num_params(True),
+        "position": sum(p.numel() for p in model.transformer.wpe.parameters()),
+    }
+
+
 def evaluate_run(run: tuple, ev: EvalConfig, device="cpu", data_dir=None) -> dict:
     """Every evaluation of one run, `rundir.load_run`'s (model, model config, train config, meta) on
     `device`: {"eval": {variant: eval_variant(...)}, "params", "eval_s", "eval_tokens"}; variant "" is the
     model as trained, a method name the method applied at inference, "ft" / "<method>+ft" a copy
-    fine-tuned at 2L. The dataset is prepared in `data_dir` (the caller's), never where the run was."""
+    fine-tuned at 2L. The dataset is prepared in `data_dir` (the caller's), never where the run was. A
+    task run gets `evaluate_task`'s evaluation instead."""
+    if run[2].task_sizes():
+        return evaluate_task(run, ev, device)
     t0 = time.perf_counter()
     model, mcfg, tcfg, meta = run
     precision = Precision.of(tcfg.dtype, device)
@@ -259,10 +317,5 @@ def evaluate_run(run: tuple, ev: EvalConfig, device="cpu", data_dir=None) -> dic
             with rope_scaled(tuned, method_scaling(m, 2.0, mcfg) if m else None):
                 finetune(tuned, train_data, tcfg, ev, precision)
                 results[f"{m}+ft" if m else "ft"] = eval_variant(tuned, region, ev, precision=precision)
-    params = {
-        "total": model.num_params(False),
-        "non_embedding": model.num_params(True),
-        "position": sum(p.numel() for p in model.transformer.wpe.parameters()),
-    }
     elapsed = time.perf_counter() - t0
-    return {"eval": results, "params": params, "eval_s": elapsed, "eval_tokens": len(region) - 1}
+    return {"eval": results, "params": _params(model), "eval_s": elapsed, "eval_tokens": len(region) - 1}

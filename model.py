@@ -243,13 +243,13 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None, positions=None, cache: KVCache | None = None):
         """idx (B, T) -> (logits, loss). With targets (B, T) (-1 = ignore): logits (B, T, V) and mean
         cross-entropy; without: logits (B, 1, V) of the last position only, loss None. `positions` (B, T):
-        randomized positions of each token (data.batches.random_positions; no cache), so that a batch
-        (x, y) or (x, y, positions) is `model(*batch)`; None: offset .. offset + T - 1. With a cache, idx
-        continues the cached positions."""
+        randomized positions of each token (data.batches.random_positions), so that a batch (x, y) or
+        (x, y, positions) is `model(*batch)`; None: offset .. offset + T - 1. With a cache, idx continues
+        the cached positions (and `positions` are the new tokens')."""
         T = idx.size(1)
         offset = 0 if cache is None else cache.pos
-        if positions is not None and (cache is not None or positions.shape != idx.shape):
-            raise ValueError(f"positions must be (B, T) = {tuple(idx.shape)} and come without a cache")
+        if positions is not None and positions.shape != idx.shape:
+            raise ValueError(f"positions must be (B, T) = {tuple(idx.shape)}, got {tuple(positions.shape)}")
         pos = offset if positions is None else positions
         pe = self.transformer.wpe
         x = self.transformer.drop(pe.embed(self.transformer.wte(idx), pos))  # (B, T, C)
@@ -266,9 +266,11 @@ class GPT(nn.Module):
         return logits, loss
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None):
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 positions=None):
         """Append max_new_tokens sampled tokens to idx (B, T0); temperature 0 = greedy. Uses a KV cache;
-        with `learned` the context is cropped to block_size like nanoGPT (then every step recomputes)."""
+        with `learned` the context is cropped to block_size like nanoGPT (then every step recomputes).
+        `positions` (B, T0 + max_new_tokens): randomized positions of every token, given and generated."""
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature!r}")
         if top_k is not None and top_k <= 0:
@@ -276,13 +278,16 @@ class GPT(nn.Module):
         max_len = self.transformer.wpe.max_len
         cache = None
         for step in range(max_new_tokens):
+            end = idx.size(1)
             if cache is None or cache.pos == cache.max_len:
                 ctx = idx if max_len is None else idx[:, -max_len:]
                 capacity = ctx.size(1) + max_new_tokens - step - 1 if max_len is None else max_len
                 cache = KVCache(self.config.n_layer, capacity)
-                logits, _ = self(ctx, cache=cache)
+                pos = None if positions is None else positions[:, end - ctx.size(1) : end]
+                logits, _ = self(ctx, positions=pos, cache=cache)
             else:
-                logits, _ = self(idx[:, -1:], cache=cache)
+                pos = None if positions is None else positions[:, end - 1 : end]
+                logits, _ = self(idx[:, -1:], positions=pos, cache=cache)
             logits = logits[:, -1, :].float()  # (B, V)
             if temperature == 0:
                 next_id = logits.argmax(dim=-1, keepdim=True)

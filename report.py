@@ -2,6 +2,7 @@
 per-position CSVs and plots (matplotlib optional). Input: the records compare.py writes per run
 (compare.json); evaluate.py says how the numbers are measured."""
 
+import itertools
 import re
 from pathlib import Path
 
@@ -50,12 +51,11 @@ def _within_spread(where: str, stats: dict) -> list[str]:
     return [f"{where}: " + " ≈ ".join(f"{n} {_cell(st)}" for _, n, st in g) for g in groups if len(g) > 1]
 
 
-def aggregate(records: list[dict]) -> dict:
-    """Mean, std and n over seeds of every number, keyed by entry and variant ('rope', 'rope+yarn', ...)."""
-    by_label = {}
+def _by_label(records: list[dict]) -> tuple[dict, dict]:
+    """The records grouped by entry, and each entry's training numbers (mean, std, n over seeds)."""
+    by_label, training = {}, {}
     for r in records:
         by_label.setdefault(r["label"], []).append(r)
-    training, ext, per_position = {}, {"nonoverlap": {}, "sliding": {}}, {}
     for lab, rs in by_label.items():
         training[lab] = {k: _stats([r["summary"].get(k) for r in rs]) for k in TRAIN_KEYS}
         training[lab] |= {
@@ -63,6 +63,14 @@ def aggregate(records: list[dict]) -> dict:
             "params": rs[0]["params"],
             "seeds": [r["seed"] for r in rs],
         }
+    return by_label, training
+
+
+def aggregate(records: list[dict]) -> dict:
+    """Mean, std and n over seeds of every number, keyed by entry and variant ('rope', 'rope+yarn', ...)."""
+    by_label, training = _by_label(records)
+    ext, per_position = {"nonoverlap": {}, "sliding": {}}, {}
+    for lab, rs in by_label.items():
         for variant in rs[0]["eval"]:
             name, evs = "+".join(filter(None, (lab, variant))), [r["eval"][variant] for r in rs]
             for kind in ext:
@@ -129,8 +137,11 @@ def _write_csvs(per_position: dict, out: Path) -> None:
 
 def write_report(records: list[dict], settings: dict, out: Path, command: str, wall_s: float) -> dict:
     """report.md, results.json, per_position_<name>.csv and PNG plots in `out`; prints the main tables.
-    `settings` is the evaluation and grid config (EvalConfig and CompareConfig as one dict)."""
+    `settings` is the evaluation and grid config (EvalConfig and CompareConfig as one dict). Task runs
+    get write_task_report's report."""
     out.mkdir(parents=True, exist_ok=True)
+    if "accuracy" in records[0]:
+        return write_task_report(records, settings, out, command, wall_s)
     agg = aggregate(records)
     ext, labels, training = agg["extrapolation"], agg["labels"], agg["training"]
     L, tcfg = records[0]["configs"]["model"]["block_size"], records[0]["configs"]["train"]
@@ -260,3 +271,90 @@ def _save(fig, path: Path) -> str:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path.name
+
+
+# ----------------------------------------------------------------------------- length-generalization tasks
+
+
+def aggregate_tasks(records: list[dict]) -> dict:
+    """Accuracy at every n (exact match and per token) and its means in and out of the training range,
+    mean ± std over seeds per entry."""
+    by_label, training = _by_label(records)
+    n_train, accuracy, ranges = records[0]["n_train"], {"exact": {}, "token": {}}, {}
+    for lab, rs in by_label.items():
+        for kind in accuracy:
+            sizes = rs[0]["accuracy"][kind]
+            accuracy[kind][lab] = {n: _stats([r["accuracy"][kind][n] for r in rs]) for n in sizes}
+        ranges[lab] = {}
+        for kind, (name, inside) in itertools.product(accuracy, (("in", True), ("out", False))):
+            per_seed = []
+            for r in rs:
+                values = [v for n, v in r["accuracy"][kind].items() if (int(n) <= n_train) == inside]
+                per_seed.append(float(np.mean(values)) if values else None)
+            ranges[lab][f"{kind}_{name}"] = _stats(per_seed)
+    return {"labels": list(by_label), "training": training, "accuracy": accuracy, "ranges": ranges,
+            "n_train": n_train}  # fmt: skip
+
+
+def write_task_report(records: list[dict], settings: dict, out: Path, command: str, wall_s: float) -> dict:
+    """The report of a task grid: accuracy by problem size and entry (tables, accuracy.png), results.json."""
+    agg = aggregate_tasks(records)
+    labels, training, n_train = agg["labels"], agg["training"], agg["n_train"]
+    tcfg = records[0]["configs"]["train"]
+    summary_rows = []
+    for lab in labels:
+        cells = [_cell(training[lab]["final_val_loss"])]
+        cells += [_cell(agg["ranges"][lab][k]) for k in ("exact_in", "exact_out", "token_in", "token_out")]
+        summary_rows.append([lab, *cells, f"{training[lab]['params']['position']:,}"])
+    by_n = {}
+    for kind in ("exact", "token"):
+        rows = []
+        for n in agg["accuracy"][kind][labels[0]]:
+            cells = {lab: agg["accuracy"][kind][lab][n] for lab in labels}
+            best = max((st[0] for st in cells.values() if st), default=None)
+            marks = " (trained)" if int(n) <= n_train else ""
+            rows.append([n + marks, *(_cell(st, st is not None and st[0] == best) for st in cells.values())])
+        by_n[kind] = _table(["n", *labels], rows)
+    plots = write_task_plot(agg, out)
+    header = ["entry", "final val loss", f"exact, n <= {n_train}", f"exact, n > {n_train}",
+              f"per token, n <= {n_train}", f"per token, n > {n_train}", "position params"]  # fmt: skip
+    md = [
+        f"# Length generalization: {tcfg['dataset']}\n\n`{command}`\n",
+        f"Trained on problem sizes 1 .. {n_train}, evaluated at 1 .. {records[0]['n_eval']} on "
+        f"{records[0]['eval_problems']} fixed problems per size (greedy decoding); {tcfg['max_iters']} "
+        f"iters, {len(training[labels[0]]['seeds'])} seed(s) per entry: mean ± sample std over seeds. "
+        f"Wall time {wall_s / 60:.1f} min. Accuracy in [0, 1]; highest mean per row in bold.\n",
+        "## Summary\n", _table(header, summary_rows),
+        "## Exact match (whole answer, end mark included) by problem size n\n", by_n["exact"],
+        "## Per-token accuracy by problem size n\n", by_n["token"],
+        "## Plots\n", "\n\n".join(f"![{p}]({p})" for p in plots) or "matplotlib is not installed, no plots",
+        "",
+    ]  # fmt: skip
+    write_text(out / "report.md", "\n".join(md))
+    results = {"command": command, "wall_s": wall_s, "compare": settings, **agg, "runs": records}
+    write_json(out / "results.json", results)
+    print("\n".join(md[2:4]) + f"report: {out / 'report.md'}")
+    return results
+
+
+def write_task_plot(agg: dict, out: Path) -> list[str]:
+    """accuracy.png: exact match and per-token accuracy against n (mean ± std), a line past n_train."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    colors, _ = _plot_colors(agg["labels"], [])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    kinds = (("exact", "exact match"), ("token", "per-token accuracy"))
+    for (kind, title), ax in zip(kinds, axes, strict=True):
+        for lab in agg["labels"]:
+            pts = np.array([(int(n), st[0], st[1]) for n, st in agg["accuracy"][kind][lab].items() if st])
+            ax.errorbar(pts[:, 0], pts[:, 1], yerr=pts[:, 2], marker="o", ms=3, capsize=2, color=colors[lab],
+                        label=lab)  # fmt: skip
+        ax.axvline(agg["n_train"] + 0.5, color="gray", lw=0.8)
+        ax.set(xlabel="problem size n (gray: largest trained)", ylabel=title, ylim=(-0.03, 1.03), title=title)
+    axes[1].legend(fontsize=7)
+    return [_save(fig, out / "accuracy.png")]

@@ -28,7 +28,7 @@ from tqdm import tqdm
 import rundir
 import training
 from configurator import parse_cli, run_main
-from data import batches
+from data.sources import load_source
 from data.tokenizers import get_tokenizer
 from evaluate import loss_sum
 from model import GPT, ModelConfig, generate_text
@@ -53,10 +53,11 @@ class Run:
         self.device = procs.device(cfg.device)
         self.precision = Precision.of(cfg.dtype, self.device)
         stack.enter_context(procs.started(self.device))
-        T = model_cfg.block_size
         with procs.master_first():  # the master prepares the dataset on first use
-            self.meta, self.splits = batches.load_dataset(cfg.dataset, cfg.tokenizer, cfg.data_dir, T)
-        model_cfg = dataclasses.replace(model_cfg, vocab_size=self.meta["vocab_size"])
+            self.source = load_source(cfg, model_cfg.block_size)
+        self.meta, T = self.source.meta, self.source.train_len  # T: the length of training sequences
+        model_cfg = dataclasses.replace(model_cfg, vocab_size=self.meta["vocab_size"],
+                                        block_size=self.source.block_size)  # fmt: skip
         ckpt = rundir.resume_checkpoint(self.out, model_cfg, cfg, self.meta) if cfg.resume else None
         self.start = ckpt["iter_num"] if ckpt else 0
 
@@ -82,8 +83,8 @@ class Run:
             self.model = DDP(self.model, device_ids=ids, broadcast_buffers=False)
         self.eval_sets = {}  # the same batches every eval and every run; each rank takes its share
         M = model_cfg.random_positions  # randomized positions: batches are (x, y, positions)
-        for split, data in self.splits.items():
-            fixed = batches.fixed_eval_batches(data, T, cfg.batch_size, cfg.eval_iters, batches.EVAL_SEED, M)
+        for split in ("val", "train"):
+            fixed = self.source.eval_batches(split, cfg.batch_size, cfg.eval_iters, M)
             self.eval_sets[split] = [tuple(map(self._put, b)) for b in fixed[rank :: procs.world]]
 
         self.tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * T  # all processes
@@ -151,11 +152,10 @@ class Run:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         t_step = time.perf_counter()
-        rank, gas, mcfg = self.procs.rank, self.gas, self.raw_model.config
+        rank, gas, M = self.procs.rank, self.gas, self.raw_model.config.random_positions
         micro_batches = (  # seed: the micro-step's index in the global accumulation
-            tuple(map(self._put, batches.get_batch(self.splits["train"], mcfg.block_size, self.cfg.batch_size,
-                                                   (self.cfg.data_seed, it, rank * gas + micro),
-                                                   mcfg.random_positions)))
+            tuple(map(self._put, self.source.batch((self.cfg.data_seed, it, rank * gas + micro),
+                                                   self.cfg.batch_size, M)))
             for micro in range(gas)
         )
         loss = training.accumulate_gradients(self.model, micro_batches, gas, self.precision, self.scaler)
@@ -196,11 +196,11 @@ class Run:
         }
 
     def sample(self) -> str:
-        """`sample_tokens` tokens from a newline (or token 0), seeded by `seed`, at temperature 0.8."""
-        tok = get_tokenizer(self.meta)
-        prompt = "\n" if "\n" in self.meta.get("chars", "\n") else tok.decode([0])
+        """`sample_tokens` tokens from the source's prompt (a newline; a task's problem), seeded by `seed`, at
+        temperature 0.8."""
         torch.manual_seed(self.cfg.seed)
         with self.precision.autocast():
+            tok, prompt = get_tokenizer(self.meta), self.source.sample_prompt()
             return generate_text(self.raw_model.eval(), tok, prompt, self.cfg.sample_tokens)[0]
 
 

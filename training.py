@@ -9,6 +9,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import check_ints
+from data.tasks import get_task
 from runtime import DTYPES, Precision, is_device
 
 MAX_SEED = 2**63 - 1  # seeds stay valid for torch.manual_seed after compare.py and DDP add small offsets
@@ -19,8 +20,13 @@ class TrainConfig:
     """Everything about a training run except the model. Defaults are nanoGPT's where it has one."""
 
     out_dir: str = "out"
-    dataset: str = "pydocs"  # pydocs, shakespeare, verdict or a path to a UTF-8 .txt file
-    tokenizer: str = "char"  # char or gpt2
+    dataset: str = "pydocs"  # pydocs, shakespeare, verdict, a UTF-8 .txt file's path, task:NAME (compare.py:
+    # task:A,B,... for a grid per task)
+    tokenizer: str = "char"  # char or gpt2 (tasks: char)
+    task_n_train: int | None = None  # tasks: problem sizes 1 .. this in training; None -> 16
+    task_n_eval: int | None = None  # tasks: the largest size evaluated (the model's block_size fits it);
+    # None -> 3 * task_n_train (at most the task's own limit)
+    task_plain: bool = False  # task:addition writes the sum most significant digit first
     data_dir: str | None = None  # where prepared datasets live; None -> <repo>/data
     batch_size: int = 12  # sequences per micro-step per process
     gradient_accumulation_steps: int = 1  # global: split over DDP processes, so tokens/iter stay fixed
@@ -79,6 +85,41 @@ class TrainConfig:
         for name, (ok, allowed) in checks.items():
             if not ok:
                 raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
+        self.task_sizes()
+
+    def task_names(self) -> list[str]:
+        """The tasks of dataset=task:NAME (or task:A,B,... for compare.py), [] for a corpus."""
+        if not self.dataset.startswith("task:"):
+            return []
+        return [t.strip() for t in self.dataset.removeprefix("task:").split(",")]
+
+    def task_sizes(self) -> tuple[int, int] | None:
+        """(n_train, n_eval) of a task dataset, None for a corpus; ValueError for task_* values that do not
+        fit (set for a corpus, sizes out of a task's range)."""
+        names = self.task_names()
+        if not names:
+            if (self.task_n_train, self.task_n_eval, self.task_plain) != (None, None, False):
+                raise ValueError(f"task_* keys are for dataset=task:NAME, not dataset={self.dataset!r}")
+            return None
+        if len(set(names)) != len(names):
+            raise ValueError(f"dataset={self.dataset!r} lists a task twice")
+        if self.task_plain and "addition" not in names:
+            raise ValueError(f"task_plain is an option of task:addition, not of dataset={self.dataset!r}")
+        tasks = [get_task(name, self.task_plain and name == "addition") for name in names]
+        if self.tokenizer != "char":
+            raise ValueError(f"a task has its own characters: use tokenizer='char', not {self.tokenizer!r}")
+        if self.task_n_train is not None:
+            check_ints(self, ("task_n_train",), 1)
+        n_train = 16 if self.task_n_train is None else self.task_n_train
+        limit = min(task.max_n or 10**6 for task in tasks)
+        n_eval = min(3 * n_train, limit) if self.task_n_eval is None else self.task_n_eval
+        if isinstance(n_eval, bool) or not isinstance(n_eval, int) or not n_train <= n_eval <= limit:
+            raise ValueError(
+                f"task_n_eval must be an integer in [task_n_train={n_train}, {limit}], got {n_eval!r}"
+            )
+        if n_train > limit:
+            raise ValueError(f"task_n_train must be <= {limit} for dataset={self.dataset!r}, got {n_train}")
+        return n_train, n_eval
 
 
 def get_lr(it: int, cfg: TrainConfig) -> float:

@@ -37,10 +37,11 @@ def get_batch(data: np.ndarray, block_size: int, batch_size: int, seed, position
     (an int or a tuple of ints for np.random.default_rng)."""
     rng = np.random.default_rng(seed)
     starts = rng.integers(0, len(data) - block_size, size=batch_size)
-    return _with_positions(windows_at(data, block_size, starts), rng, position_range)
+    return with_positions(windows_at(data, block_size, starts), rng, position_range)
 
 
-def _with_positions(batch: tuple, rng: np.random.Generator, M: int | None) -> tuple:
+def with_positions(batch: tuple, rng: np.random.Generator, M: int | None) -> tuple:
+    """batch (x, y), or with randomized positions from [0, M) drawn from `rng`: (x, y, positions)."""
     return batch if M is None else (*batch, random_positions(rng, *batch[0].shape, M))
 
 
@@ -52,7 +53,7 @@ def fixed_eval_batches(data: np.ndarray, block_size: int, batch_size: int, n_bat
     batches = []
     for _ in range(n_batches):
         starts = rng.integers(0, len(data) - block_size, size=batch_size)
-        batches.append(_with_positions(windows_at(data, block_size, starts), rng, position_range))
+        batches.append(with_positions(windows_at(data, block_size, starts), rng, position_range))
     return batches
 
 

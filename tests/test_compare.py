@@ -199,3 +199,32 @@ def test_eval_only_of_a_run_without_metrics_is_a_clear_error(grid, tmp_path):
 
 def test_the_default_grid_is_every_registered_scheme():
     assert sorted(compare.CompareConfig().entries()) == sorted(POS_ENCODINGS)
+
+
+def test_task_grids_write_accuracy_reports(tmp_path):
+    """dataset=task:A,B runs a grid per task, each with accuracy tables by n and a plot; eval_only reads
+    the runs back to the same accuracies."""
+    argv = [*TINY, "--dataset=task:copy,recall", "--task_n_train=3", f"--out_dir={tmp_path / 'tasks'}",
+            "--schemes=learned,alibi", "--n_seeds=1", "--task_problems=20", "--block_size=1024"]  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        grids = compare.main(argv, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert set(grids) == {"copy", "recall"}
+    for task in grids:
+        out = tmp_path / "tasks" / task
+        for name in ("report.md", "results.json", "accuracy.png"):
+            assert (out / name).stat().st_size > 0, name
+        results = grids[task]
+        assert results["labels"] == ["learned", "alibi"] and results["n_train"] == 3
+        assert list(results["accuracy"]["exact"]["alibi"]) == [str(n) for n in range(1, 10)]
+        assert all(0 <= st[0] <= 1 for st in results["accuracy"]["token"]["learned"].values())
+        assert "| 3 (trained) |" in (out / "report.md").read_text()
+        run = results["runs"][0]
+        assert run["configs"]["train"]["dataset"] == f"task:{task}" and run["n_eval"] == 9
+    again = compare.main([f"--eval_only={tmp_path / 'tasks' / 'copy'}", "--task_problems=20"], progress=False)
+    assert again["accuracy"] == grids["copy"]["accuracy"]
+    with pytest.raises(ValueError, match="eval_only runs of a task must all be of that task"):
+        compare.main([f"--eval_only={tmp_path / 'tasks' / 'copy'},{tmp_path / 'tasks' / 'recall'}"])

@@ -10,11 +10,14 @@ import torch
 
 import evaluate
 from data.batches import get_batch
+from data.sources import TaskSource
+from data.tasks import encode_batch, eval_problems, get_task
 from model import GPT, ModelConfig
 from runtime import Precision
 from training import TrainConfig
 
 L = 16
+STEPS = 60  # of test_greedy_exact_match_...: a third of the answers right
 
 
 def small(pos_enc: str, **kw) -> GPT:
@@ -135,3 +138,48 @@ def test_eval_settings_and_lengths():
     assert ev.lengths(64) == [64, 96, 128]
     assert ev.methods() == ["linear", "ntk", "dynamic", "yarn", "longrope"]
     assert ev.settings(64)["stride"] == 64 and ev.settings(64)["lengths"] == [64, 96, 128]
+
+
+class Oracle(torch.nn.Module):
+    """A "model" that decodes the true answer of every prompt (or, wrong=True, shifts each answer token by
+    one): what evaluate.task_accuracy must score 1 and 0."""
+
+    def __init__(self, task, problems, wrong=False):
+        super().__init__()
+        self.config = ModelConfig(vocab_size=len(task.chars), block_size=8, n_layer=1, n_head=1, n_embd=8)
+        self.weight = torch.nn.Parameter(torch.zeros(1))  # a device to find
+        self.answers = {tuple(task.encode(p)): task.encode(a) for p, a in problems}
+        self.wrong = wrong
+
+    def generate(self, idx, max_new_tokens, temperature, positions=None):
+        assert temperature == 0 and positions is None
+        answers = torch.tensor([self.answers[tuple(row.tolist())] for row in idx])[:, :max_new_tokens]
+        return torch.cat((idx, (answers + self.wrong) % self.config.vocab_size), dim=1)
+
+
+@pytest.mark.parametrize("name", ["copy", "addition", "passkey"])
+def test_task_accuracy_scores_an_oracle_1_and_a_wrong_one_0(name):
+    task = get_task(name)
+    problems = eval_problems(task, 5, 30, seed=1)
+    fp32 = Precision.of("float32", "cpu")
+    assert evaluate.task_accuracy(Oracle(task, problems), task, problems, fp32).all()
+    assert not evaluate.task_accuracy(Oracle(task, problems, wrong=True), task, problems, fp32).any()
+
+
+def test_greedy_exact_match_is_teacher_forced_argmax_exact_match():
+    """Greedy decoding gets the whole answer right exactly when every teacher-forced argmax is right; the
+    batched, cached decoding is checked against that one-forward criterion on a half-trained model."""
+    task = get_task("copy")
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=len(task.chars), block_size=24, n_layer=1, n_head=2, n_embd=16))
+    source, opt = TaskSource("copy", 3, 3), torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for it in range(STEPS):  # half-trained: some answers right, some wrong
+        model(*source.batch((0, it), 32))[1].backward()
+        opt.step()
+        opt.zero_grad()
+    problems = eval_problems(task, 3, 400, seed=2)
+    right = evaluate.task_accuracy(model.eval(), task, problems, Precision.of("float32", "cpu"))
+    x, y = encode_batch(task, problems, 7)
+    logits, _ = model(x, y)
+    forced = ((logits.argmax(-1) == y) | (y == -1)).all(1)
+    assert torch.equal(torch.from_numpy(right.all(1)), forced) and 0 < forced.float().mean() < 1

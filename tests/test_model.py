@@ -288,8 +288,14 @@ def test_randomized_positions():
     assert learned.transformer.wpe.weight.shape == (48, 32) and learned.transformer.wpe.max_len == 48
     x = learned.transformer.wte(idx)
     torch.testing.assert_close(learned.transformer.wpe.embed(x, pos), x + learned.transformer.wpe.weight[pos])
-    with pytest.raises(ValueError, match="without a cache"):
-        rope(idx, positions=pos, cache=KVCache(2, 16))
+    with pytest.raises(ValueError, match=r"positions must be \(B, T\) = \(3, 16\)"):
+        rope(idx, positions=pos[:, :5])
+    for model in (rope, learned):  # greedy decoding at given positions through the cache == recomputation
+        out, ref = model.generate(idx[:, :5], 11, temperature=0, positions=pos), idx[:, :5]
+        for _ in range(11):
+            logits, _ = model(ref, positions=pos[:, : ref.size(1)])
+            ref = torch.cat((ref, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
+        assert torch.equal(out, ref)
 
 
 @pytest.mark.parametrize(

@@ -100,25 +100,26 @@ def test_checkpoint_rebuilds_the_model_and_eval_is_on_fixed_batches(tmp_path, co
         rundir.load_run(tmp_path / "nothing")
 
 
-@pytest.mark.parametrize("model", [{}, {"pos_enc": "learned", "random_positions": 40}])
+@pytest.mark.parametrize("model", [{}, {"pos_enc": "learned", "random_positions": 40},
+                                   {"dataset": "task:reverse", "task_n_train": 4}])
 def test_resume_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, corpus, monkeypatch, model):
-    """Dropout on, so the saved RNG state matters; batch order (and randomized positions) come from
-    (data_seed, iter)."""
+    """Dropout on, so the saved RNG state matters; batch order (randomized positions, a task's problems)
+    come from (data_seed, iter)."""
     extra = dict(dropout=0.1, max_iters=8, lr_decay_iters=8, **model)
     full = run(tmp_path / "a", corpus, **extra)
-    get_batch = batches.get_batch
+    step = T.Run.step
 
-    def interrupt_at_iter_3(data, block_size, batch_size, seed, *positions):
-        if seed[1] == 3:
+    def interrupt_at_iter_3(self, it, stop):
+        if it == 3:
             signal.raise_signal(signal.SIGINT)  # what Ctrl-C does; the handler lets iteration 3 finish
-        return get_batch(data, block_size, batch_size, seed, *positions)
+        return step(self, it, stop)
 
-    monkeypatch.setattr(batches, "get_batch", interrupt_at_iter_3)
+    monkeypatch.setattr(T.Run, "step", interrupt_at_iter_3)
     stopped = run(tmp_path / "b", corpus, **extra)
     assert stopped["interrupted"] and stopped["iters"] == 4
     assert torch.load(tmp_path / "b/run/ckpt.pt", weights_only=True)["iter_num"] == 4
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
-    monkeypatch.setattr(batches, "get_batch", get_batch)
+    monkeypatch.setattr(T.Run, "step", step)
     resumed = run(tmp_path / "b", corpus, **extra, resume=True)
     assert not resumed["interrupted"] and resumed["iters"] == 8
     assert rows(tmp_path / "b/run") == rows(tmp_path / "a/run")  # bit-identical losses, same rows

@@ -1,0 +1,57 @@
+"""data/sources.py: a corpus and a task behind one interface; batches pure functions of their seeds, the
+fixed evaluation batches, the model's block_size and the training length of a task."""
+
+import pytest
+import torch
+from helpers import tiny_corpus
+
+from data import batches
+from data.sources import TaskSource, TextSource, load_source
+from data.tasks import get_task
+from training import TrainConfig
+
+
+def test_text_source_is_the_corpus_batches(tmp_path):
+    cfg = TrainConfig(dataset=str(tiny_corpus(tmp_path)), data_dir=str(tmp_path / "data"))
+    source = load_source(cfg, 16)
+    assert isinstance(source, TextSource) and source.block_size == source.train_len == 16
+    expected = batches.get_batch(source.splits["train"], 16, 4, (0, 3, 1))
+    torch.testing.assert_close(source.batch((0, 3, 1), 4), expected)
+    fixed = batches.fixed_eval_batches(source.splits["val"], 16, 4, 2, batches.EVAL_SEED)
+    torch.testing.assert_close(source.eval_batches("val", 4, 2), fixed)
+    assert source.sample_prompt() == "\n" and len(source.batch((0, 3, 1), 4, 40)) == 3
+
+
+def test_task_source_sizes_and_seeded_batches():
+    source = load_source(TrainConfig(dataset="task:addition", task_n_train=5), 1024)
+    assert isinstance(source, TaskSource) and (source.n_train, source.n_eval) == (5, 15)
+    task = get_task("addition")
+    assert source.train_len == sum(task.lengths(5)) - 1 and source.block_size == sum(task.lengths(15)) - 1
+    x, y = source.batch((0, 7, 0), 64)
+    assert x.shape == y.shape == (64, source.train_len)
+    assert all(torch.equal(a, b) for a, b in zip(source.batch((0, 7, 0), 64), (x, y), strict=True))
+    assert not torch.equal(source.batch((0, 8, 0), 64)[0], x)
+    x2, _, pos = source.batch((0, 7, 0), 64, 100)
+    assert torch.equal(x2, x) and pos.shape == x.shape and pos.max() < 100
+    val, train = source.eval_batches("val", 8, 3), source.eval_batches("train", 8, 3)
+    assert torch.equal(val[2][0], source.eval_batches("val", 8, 3)[2][0])
+    assert not torch.equal(val[0][0], train[0][0])
+    assert source.sample_prompt().endswith("=") and source.meta["vocab_size"] == 14
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        (dict(dataset="task:copy,reverse"), "a run trains on one task"),
+        (dict(dataset="task:kopy"), "unknown task 'kopy'"),
+        (dict(dataset="task:recall", task_n_train=10, task_n_eval=27), r"task_n_eval .*=10, 26"),
+        (dict(dataset="task:copy", task_n_train=0), "task_n_train must be an integer >= 1"),
+        (dict(dataset="task:copy", tokenizer="gpt2"), "use tokenizer='char'"),
+        (dict(dataset="pydocs", task_n_train=4), "task_\\* keys are for dataset=task:NAME"),
+        (dict(dataset="task:copy", task_plain=True), "task_plain is an option of task:addition"),
+        (dict(dataset="task:copy,copy"), "lists a task twice"),
+    ],
+)
+def test_bad_task_settings_are_clear_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        load_source(TrainConfig(**kw), 16)
