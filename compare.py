@@ -14,6 +14,7 @@ interrupted grid resumes: finished runs are skipped, an unfinished one continues
 Numbers are means over seeds ± sample standard deviation (ddof=1).
 """
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -27,8 +28,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from configurator import check_ints, coerce, parse_cli, run_main
+from data.sources import load_source
 from evaluate import EvalConfig, evaluate_run
 from files import write_json
+from launch import LAUNCHERS, plan_slots, run_local, run_submitit
 from model import POSITION_OPTIONS, ModelConfig
 from positional import POS_ENCODINGS
 from report import slug, write_report
@@ -38,7 +41,7 @@ from train import train
 from training import TrainConfig
 
 RECORD = "compare.json"  # in each run dir: label, seed, configs, summary, evaluation
-LOCATION_KEYS = ("out_dir", "data_dir")  # where a run lives is not what it is: a moved grid still resumes
+LOCATION_KEYS = ("out_dir", "data_dir", "device")  # where a run lives or ran is not what it is
 
 
 @dataclass(frozen=True)
@@ -52,11 +55,26 @@ class CompareConfig:
     n_seeds: int = 3  # replicates per entry
     report_dir: str | None = None  # None: the grid's out_dir (eval_only: the runs' common parent)
     eval_only: str | None = None  # comma-separated run dirs or folders of run dirs: evaluate, do not train
+    jobs: int = 1  # runs at once on this machine, each in its own process (launcher=local)
+    threads: int | None = None  # CPU threads per run; None: cores // jobs (jobs=1: torch's default)
+    devices: str | None = None  # GPUs to spread the jobs over, one run each: cuda:0,cuda:1; None: all visible
+    launcher: str = "local"  # local, slurm (submitit), submitit_local (submitit's local executor)
+    slurm_partition: str | None = None  # launcher=slurm: the partition
+    slurm_time: int = 60  # minutes per run (SLURM's time limit)
+    slurm_gpus_per_job: int = 1  # 0: CPU jobs
+    slurm_cpus_per_job: int = 4
+    slurm_parallelism: int = 64  # runs of the job array at once
+    slurm_wait: bool = False  # wait for the jobs and write the report; false: submit, re-run later to report
 
     def __post_init__(self):
         for entry in self.entries():
             parse_entry(entry)
-        check_ints(self, ("n_seeds",), 1)
+        check_ints(self, ("n_seeds", "jobs", "slurm_time", "slurm_cpus_per_job", "slurm_parallelism"), 1)
+        check_ints(self, ("slurm_gpus_per_job",), 0)
+        if self.threads is not None:
+            check_ints(self, ("threads",), 1)
+        if self.launcher not in LAUNCHERS:
+            raise ValueError(f"launcher must be one of {LAUNCHERS}, got {self.launcher!r}")
         if self.eval_only is not None and not self.eval_paths():
             raise ValueError(f"eval_only must list run dirs like out/RUN,out/RUN2, got {self.eval_only!r}")
 
@@ -137,37 +155,84 @@ def same_run(a: dict, b: dict) -> bool:
     return what(a) == what(b)
 
 
+@dataclass(frozen=True)
+class Job:
+    """One (entry, seed) of a grid, all a worker process or a SLURM job needs to run it."""
+
+    entry: str
+    model: ModelConfig
+    train: TrainConfig  # the run's own: out_dir, seed + k, data_seed + k
+    ev: EvalConfig
+    data_dir: str | None  # where evaluation prepares its data (the invocation's)
+
+    @property
+    def configs(self) -> dict:
+        return {"model": self.model.to_dict(), "train": dataclasses.asdict(self.train)}
+
+
+def run_job(job: Job, device: str | None = None, log: bool = False) -> dict:
+    """Train the run unless it is done (resuming a checkpoint), evaluate it unless its evaluation is up to
+    date, keep both in its compare.json, and return that record. `device` overrides the run's device (a
+    worker's GPU); `log` sends the output to the run dir's train.log (worker processes)."""
+    run_dir = Path(job.train.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        if log:
+            out = stack.enter_context(open(run_dir / "train.log", "a", encoding="utf-8"))
+            stack.enter_context(contextlib.redirect_stdout(out))
+            stack.enter_context(contextlib.redirect_stderr(out))
+        tcfg = dataclasses.replace(job.train, device=device or job.train.device)
+        record = read_record(run_dir)
+        if record is None:
+            resume = (run_dir / CKPT).is_file()  # without a checkpoint there is nothing to keep
+            summary = train(job.model, dataclasses.replace(tcfg, resume=resume, overwrite=not resume),
+                            progress=not log)  # fmt: skip
+            if summary["interrupted"]:
+                raise KeyboardInterrupt
+            record = {"label": job.entry, "seed": tcfg.seed, "configs": job.configs, "summary": summary}
+            write_json(run_dir / RECORD, record)
+        if record.get("eval_settings") != (settings := job.ev.settings(job.model.block_size)):
+            where = auto_device(tcfg.device)
+            evaluation = evaluate_run(load_run(run_dir, where), job.ev, where, job.data_dir)
+            record |= evaluation | {"eval_settings": settings}
+            write_json(run_dir / RECORD, record)
+    return record | {"run_dir": str(run_dir)}  # where it is now: the grid may have moved
+
+
 def run_grid(model_cfg: ModelConfig, train_cfg: TrainConfig, ev: EvalConfig, cmp: CompareConfig,
-             progress=True) -> list[dict]:
-    """Train and evaluate every (entry, seed) not done yet; return the records (compare.json) of all."""
+             progress=True) -> list[dict] | None:
+    """Train and evaluate every (entry, seed) not done yet with the chosen launcher; return the records
+    (compare.json) of all, or None while SLURM still has some of them."""
     by_entry = {entry: scheme_config(model_cfg, entry) for entry in cmp.entries()}  # all errors before a run
-    records, jobs = [], list(itertools.product(cmp.entries(), range(cmp.n_seeds)))
-    for entry, k in (bar := tqdm(jobs, desc="grid", disable=not progress, dynamic_ncols=True)):
-        mcfg = by_entry[entry]
+    jobs, names = [], []
+    for entry, k in itertools.product(cmp.entries(), range(cmp.n_seeds)):
         run_dir = Path(train_cfg.out_dir) / f"{slug(entry)}-seed{k}"
         tcfg = dataclasses.replace(train_cfg, out_dir=str(run_dir), seed=train_cfg.seed + k,
                                    data_seed=train_cfg.data_seed + k, resume=False)
-        bar.set_postfix_str(f"{entry} seed {tcfg.seed}")
-        configs = {"model": mcfg.to_dict(), "train": dataclasses.asdict(tcfg)}
+        job = Job(entry, by_entry[entry], tcfg, ev, train_cfg.data_dir)
         record = read_record(run_dir)
-        if record and not same_run(record["configs"], configs):
+        if record and not same_run(record["configs"], job.configs):
             raise ValueError(
                 f"{run_dir} holds a run of another config (its {RECORD}); use a new --out_dir for this grid"
             )
-        if record is None:
-            resume = (run_dir / CKPT).is_file()  # without a checkpoint there is nothing to keep
-            job = dataclasses.replace(tcfg, resume=resume, overwrite=not resume)
-            summary = train(mcfg, job, progress=progress)
-            if summary["interrupted"]:
-                raise KeyboardInterrupt
-            record = {"label": entry, "seed": tcfg.seed, "configs": configs, "summary": summary}
-            write_json(run_dir / RECORD, record)
-        if record.get("eval_settings") != (settings := ev.settings(mcfg.block_size)):
-            device = auto_device(tcfg.device)
-            evaluation = evaluate_run(load_run(run_dir, device), ev, device, train_cfg.data_dir)
-            record |= evaluation | {"eval_settings": settings}
-            write_json(run_dir / RECORD, record)
-        records.append(record | {"run_dir": str(run_dir)})  # where it is now: the grid may have moved
+        jobs.append(job)
+        names.append(f"{entry} seed {tcfg.seed}")
+    load_source(train_cfg, model_cfg.block_size)  # prepare the data once, before any worker needs it
+    if cmp.launcher == "local":
+        slots = plan_slots(cmp.jobs, auto_device(train_cfg.device), cmp.devices, cmp.threads)
+        return run_local(run_job, jobs, slots, names, progress)
+    params = {"timeout_min": cmp.slurm_time, "cpus_per_task": cmp.slurm_cpus_per_job,
+              "slurm_array_parallelism": cmp.slurm_parallelism, "name": "nanorope"}  # fmt: skip
+    if cmp.launcher == "slurm":
+        params |= {"gpus_per_node": cmp.slurm_gpus_per_job} | (
+            {"slurm_partition": cmp.slurm_partition} if cmp.slurm_partition else {})  # fmt: skip
+    device = "cuda" if cmp.launcher == "slurm" and cmp.slurm_gpus_per_job else train_cfg.device
+    folder = Path(train_cfg.out_dir) / "submitit"
+    records = run_submitit(run_job, jobs, [Path(j.train.out_dir).name for j in jobs], folder, cmp.launcher,
+                           params, device, cmp.slurm_wait)  # fmt: skip
+    if records is None:
+        print(f"submitted to SLURM (logs in {folder}); run the same command again to collect the report "
+              "once the jobs are done", file=sys.stderr)  # fmt: skip
     return records
 
 
@@ -218,6 +283,8 @@ def main(argv: list[str] | None = None, progress: bool = True) -> dict:
     tasks = train_cfg.task_names()
     if len(tasks) < 2:
         records = run_grid(model_cfg, train_cfg, ev, cmp, progress)
+        if records is None:  # queued on SLURM
+            return {}
         out = cmp.report_dir or train_cfg.out_dir
         return write_report(records, settings, Path(out), command, time.perf_counter() - t0)
     grids = {}  # dataset=task:A,B,...: one grid per task, each in its own folder with its own report
@@ -226,8 +293,9 @@ def main(argv: list[str] | None = None, progress: bool = True) -> dict:
         plain = train_cfg.task_plain and task == "addition"
         tcfg = dataclasses.replace(train_cfg, dataset=f"task:{task}", out_dir=str(folder), task_plain=plain)
         records = run_grid(model_cfg, tcfg, ev, cmp, progress)
-        out = Path(cmp.report_dir) / task if cmp.report_dir else folder
-        grids[task] = write_report(records, settings, out, command, time.perf_counter() - t0)
+        if records is not None:  # None: queued on SLURM
+            out = Path(cmp.report_dir) / task if cmp.report_dir else folder
+            grids[task] = write_report(records, settings, out, command, time.perf_counter() - t0)
     return grids
 
 

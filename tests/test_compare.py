@@ -2,7 +2,12 @@
 against train.py's own eval, entries and their knobs, bad input, the presets."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +21,7 @@ from data.batches import EVAL_SEED, fixed_eval_batches, load_dataset
 from evaluate import EvalConfig, eval_windows
 from model import ModelConfig
 from positional import POS_ENCODINGS
-from rundir import load_run
+from rundir import load_run, read_metrics
 from training import TrainConfig
 
 L = 16
@@ -228,3 +233,61 @@ def test_task_grids_write_accuracy_reports(tmp_path):
     assert again["accuracy"] == grids["copy"]["accuracy"]
     with pytest.raises(ValueError, match="eval_only runs of a task must all be of that task"):
         compare.main([f"--eval_only={tmp_path / 'tasks' / 'copy'},{tmp_path / 'tasks' / 'recall'}"])
+
+
+# --- grids that scale (issue 15) --------------------------------------------------------------------------
+
+VOLATILE = {"elapsed_s", "tokens_per_sec", "ms_per_iter", "mfu", "eval_s", "wall_s", "busy_s", "out_dir",
+            "run_dir", "command", "jobs", "threads", "launcher"}  # fmt: skip
+
+
+def numbers(results) -> object:
+    """results.json without timings, paths and the launcher's own settings: what the runs computed."""
+    if isinstance(results, dict):
+        return {k: numbers(v) for k, v in results.items() if k not in VOLATILE}
+    if isinstance(results, list):
+        return [numbers(v) for v in results]
+    return results
+
+
+def test_parallel_grid_computes_the_sequential_grids_numbers(grid, tmp_path):
+    """--jobs=2 (one thread per run, as the sequential grid here) gives the same numbers bit for bit."""
+    _, argv, results = grid
+    parallel = compare.main([*argv, f"--out_dir={tmp_path / 'grid'}", "--jobs=2", "--threads=1"],
+                            progress=False)  # fmt: skip
+    assert numbers(parallel) == numbers(results)
+    assert (tmp_path / "grid" / "rope-seed1" / "train.log").read_text().count("summary:") == 1  # its own log
+
+
+def test_submitit_local_launcher_runs_the_grid(grid, tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    _, argv, results = grid
+    out = compare.main([*argv, f"--out_dir={tmp_path / 'grid'}", "--launcher=submitit_local", "--threads=1"],
+                       progress=False)  # fmt: skip
+    assert numbers(out) == numbers(results) and (tmp_path / "grid" / "submitit").is_dir()
+
+
+def test_ctrl_c_stops_a_parallel_grid_and_the_same_command_resumes_it(grid, tmp_path):
+    """Ctrl-C reaches the grid and its workers (one process group); every run stops with a checkpoint,
+    and the same command finishes the grid: every run once, trained to the end, its log rows unique."""
+    _, argv, _ = grid
+    argv = [*argv, f"--out_dir={tmp_path / 'grid'}", "--jobs=2", "--threads=1", "--max_iters=400",
+            "--lr_decay_iters=400", "--eval_interval=50", "--rope_methods="]  # fmt: skip
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "compare.py", *argv], cwd=REPO, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "grid").glob("*/ckpt.pt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted; the same command resumes the grid" in err, err[-2000:]
+    assert "Traceback" not in err
+    results = compare.main(argv, progress=False)
+    assert sorted((r["label"], r["seed"]) for r in results["runs"]) == [
+        ("learned", 1337), ("learned", 1338), ("rope", 1337), ("rope", 1338)]  # fmt: skip
+    for run in results["runs"]:
+        assert run["summary"]["iters"] == 400 and not run["summary"]["interrupted"]
+        iters = [r["iter"] for r in read_metrics(run["run_dir"]) if "val_loss" in r]
+        assert iters == list(range(0, 401, 50))
