@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from configurator import check_ints, coerce, parse_cli, run_main
 from data.sources import load_source
+from data.tasks import TASKS
 from evaluate import EvalConfig, evaluate_run
 from files import write_json
 from launch import LAUNCHERS, plan_slots, run_local, run_submitit
@@ -55,6 +56,7 @@ class CompareConfig:
     n_seeds: int = 3  # replicates per entry
     report_dir: str | None = None  # None: the grid's out_dir (eval_only: the runs' common parent)
     eval_only: str | None = None  # comma-separated run dirs or folders of run dirs: evaluate, do not train
+    task_overrides: dict | None = None  # dataset=task:A,B: train keys per task, {"addition": {...}}
     jobs: int = 1  # runs at once on this machine, each in its own process (launcher=local)
     threads: int | None = None  # CPU threads per run; None: cores // jobs (jobs=1: torch's default)
     devices: str | None = None  # GPUs to spread the jobs over, one run each: cuda:0,cuda:1; None: all visible
@@ -73,6 +75,10 @@ class CompareConfig:
         check_ints(self, ("slurm_gpus_per_job",), 0)
         if self.threads is not None:
             check_ints(self, ("threads",), 1)
+        train_keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"dataset", "out_dir"}
+        for task, keys in (self.task_overrides or {}).items():
+            if task not in TASKS or not isinstance(keys, dict) or set(keys) - train_keys:
+                raise ValueError(f"task_overrides must map tasks to train keys, got {task!r}: {keys!r}")
         if self.launcher not in LAUNCHERS:
             raise ValueError(f"launcher must be one of {LAUNCHERS}, got {self.launcher!r}")
         if self.eval_only is not None and not self.eval_paths():
@@ -291,7 +297,9 @@ def main(argv: list[str] | None = None, progress: bool = True) -> dict:
     for task in tasks:
         folder = Path(train_cfg.out_dir) / task
         plain = train_cfg.task_plain and task == "addition"
-        tcfg = dataclasses.replace(train_cfg, dataset=f"task:{task}", out_dir=str(folder), task_plain=plain)
+        overrides = (cmp.task_overrides or {}).get(task, {})
+        tcfg = dataclasses.replace(train_cfg, dataset=f"task:{task}", out_dir=str(folder), task_plain=plain,
+                                   **overrides)  # fmt: skip
         records = run_grid(model_cfg, tcfg, ev, cmp, progress)
         if records is not None:  # None: queued on SLURM
             out = Path(cmp.report_dir) / task if cmp.report_dir else folder

@@ -57,7 +57,7 @@ def _in_worker(fn, job, slot: Slot):
 
 def run_local(fn, jobs: list, slots: list[Slot], names: list[str], progress: bool = True) -> list:
     """fn(job, device, log=...) for every job, results in job order. One slot: in this process, as a plain
-    loop. More: at most one job per slot at a time, each in a fresh (spawned) process; a finished job frees
+    loop. More: at most one job per slot at a time, each in a spawned worker process; a finished job frees
     its slot for the next. One bar for the grid and a line per finished job. Ctrl-C reaches every worker
     (one process group), each stops cleanly, and KeyboardInterrupt is raised here once they are done."""
     bar = tqdm(total=len(jobs), desc="grid", disable=not progress, dynamic_ncols=True)
@@ -73,7 +73,7 @@ def run_local(fn, jobs: list, slots: list[Slot], names: list[str], progress: boo
         return results
     pending, running, free = list(range(len(jobs))), {}, list(slots)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
-    with cf.ProcessPoolExecutor(len(slots), mp_context=context, max_tasks_per_child=1) as pool:
+    with cf.ProcessPoolExecutor(len(slots), mp_context=context) as pool:  # workers serve job after job
         try:
             while pending or running:
                 while pending and free:
