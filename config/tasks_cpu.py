@@ -33,5 +33,7 @@ sample_tokens = 0
 schemes = "learned,sinusoidal,rope,xpos,alibi,t5,kerple,fire,cope,none"
 n_seeds = 3
 task_problems = 200
-task_overrides = {"addition": {"task_n_train": 3, "max_iters": 2500, "lr_decay_iters": 2500, "batch_size": 64}}
+task_overrides = {
+    "addition": {"task_n_train": 3, "max_iters": 2500, "lr_decay_iters": 2500, "batch_size": 64},
+}
 rope_methods = ""
