@@ -35,7 +35,9 @@ class ModelConfig:
 
     Hidden defaults, written down: rope rotates the full head (`rope_dim = head size`), base 10000,
     half-split pairing; every scheme uses GPT-2 init; `vocab_size` is padded to a multiple of 64 inside
-    the model (faster matmuls) and logits are sliced back to `vocab_size`.
+    the model (faster matmuls) and logits are sliced back to `vocab_size`. `block="llama"` is the book's
+    GPT-to-Llama step: RMSNorm (eps 1e-5, Llama 2's) and a SwiGLU MLP of hidden size `mlp_hidden` (None:
+    Llama's rule, 8C/3 rounded up to a multiple of 256), usually with bias=False, tie_embeddings=False.
     """
 
     vocab_size: int = 50257
@@ -45,6 +47,10 @@ class ModelConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True
+    block: str = "gpt2"  # gpt2 (LayerNorm, GELU MLP) or llama (RMSNorm, SwiGLU MLP)
+    n_kv_head: int | None = None  # grouped-query attention: key/value heads; None -> n_head
+    mlp_hidden: int | None = None  # block=llama: SwiGLU hidden size; None -> Llama's rule
+    tie_embeddings: bool = True  # lm_head shares wte's weight (GPT-2); false: separate (Llama, the book)
     pos_enc: str = "rope"
     rope_base: float | None = None  # None -> 10000.0
     rope_dim: int | None = None  # rotary features per head; None -> head size (full rotary)
@@ -62,8 +68,10 @@ class ModelConfig:
     random_positions: int | None = None  # M: sorted positions drawn from [0, M) (Ruoss et al. 2023)
 
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "n_kv_head", "mlp_hidden"):
             value = getattr(self, name)
+            if value is None and name in ("n_kv_head", "mlp_hidden"):
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
@@ -73,8 +81,15 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not isinstance(self.qk_norm, bool):
-            raise ValueError(f"qk_norm must be true or false, got {self.qk_norm!r}")
+        for name in ("qk_norm", "tie_embeddings", "bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.block not in BLOCKS:
+            raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {self.block!r}")
+        if self.n_head % self.kv_heads:
+            raise ValueError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head} (grouped-query)")
+        if self.mlp_hidden is not None and self.block != "llama":
+            raise ValueError(f"mlp_hidden is the SwiGLU width of block='llama', not of block={self.block!r}")
         if self.pos_enc not in POS_ENCODINGS:
             raise ValueError(f"pos_enc={self.pos_enc!r} is not one of {sorted(POS_ENCODINGS)}")
         scheme = POS_ENCODINGS[self.pos_enc]
@@ -100,6 +115,14 @@ class ModelConfig:
     @property
     def head_size(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def swiglu_hidden(self) -> int:
+        return self.mlp_hidden or 256 * -(-8 * self.n_embd // 3 // 256)
 
     @property
     def padded_vocab_size(self) -> int:
@@ -141,25 +164,28 @@ class KVCache:
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.n_head, self.dropout = config.n_head, config.dropout
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
+        self.n_head, self.n_kv, self.dropout = config.n_head, config.kv_heads, config.dropout
+        hs = config.head_size  # q, k, v of all heads:
+        self.c_attn = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv) * hs, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         # QK-norm (nanochat): parameter-free RMSNorm of each head's q and k. Applied before the positional
         # encoding: it commutes with a rotation (norms are kept), so for rope this is nanochat's order
         # (after RoPE) exactly, while for xpos it keeps the distance decay that normalising after would undo.
-        norm = nn.RMSNorm(config.head_size, elementwise_affine=False) if config.qk_norm else nn.Identity()
+        norm = nn.RMSNorm(hs, elementwise_affine=False) if config.qk_norm else nn.Identity()
         self.qk_norm = norm
 
     def forward(self, x, pe: PositionalEncoding, bias, pos, cache: KVCache | None, layer: int):
         B, T, C = x.size()
-        # c_attn's output is [q | k | v], each [head 0 | head 1 | ...], so this is a view, (3, B, nh, T, hs)
-        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
-        qk, v = qkv.split((2, 1))  # split, not indexing: its backward is one cat
-        q, k = pe.rotate(self.qk_norm(qk), pos, layer).unbind(0)  # (B, nh, T, hs) each
-        v = v[0]  # (B, nh, T, hs)
+        nh, nkv = self.n_head, self.n_kv
+        # c_attn's output is [q | k | v], each [head 0 | head 1 | ...]: all heads on one axis, a view
+        qkv = self.c_attn(x).view(B, T, nh + 2 * nkv, C // nh).transpose(1, 2)  # (B, nh + 2 nkv, T, hs)
+        qk, v = qkv.split((nh + nkv, nkv), dim=1)  # split, not indexing: its backward is one cat
+        q, k = pe.rotate(self.qk_norm(qk), pos, layer).split((nh, nkv), dim=1)  # (B, nh | nkv, T, hs)
         if cache is not None:
-            k, v = cache.update(layer, k, v)  # (B, nh, S, hs)
+            k, v = cache.update(layer, k, v)  # (B, nkv, S, hs)
+        if nkv != nh:  # grouped-query attention: kv head j serves query heads j * nh/nkv .. (as HF repeat_kv)
+            k, v = k.repeat_interleave(nh // nkv, dim=1), v.repeat_interleave(nh // nkv, dim=1)
         mask = pe.layer_bias(bias, q, k, layer)  # None, bool or float, broadcastable to (B, nh, T, S)
         if mask is not None and mask.is_floating_point():
             mask = mask.to(q.dtype)  # SDPA wants the query's dtype (bf16 under autocast)
@@ -171,6 +197,8 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    """GPT-2's: Linear 4C, GELU, Linear."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
@@ -182,13 +210,36 @@ class MLP(nn.Module):
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
 
+class SwiGLU(nn.Module):
+    """Llama's MLP: c_proj(silu(c_gate(x)) * c_fc(x)) (HF names: gate_proj, up_proj, down_proj)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        hidden = config.swiglu_hidden
+        self.c_gate = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.silu(self.c_gate(x)) * self.c_fc(x)))
+
+
+# The two block variants: (norm, MLP). Both are pre-norm residual blocks around the same attention.
+BLOCKS = {
+    "gpt2": (lambda cfg: nn.LayerNorm(cfg.n_embd, bias=cfg.bias), MLP),
+    "llama": (lambda cfg: nn.RMSNorm(cfg.n_embd, eps=1e-5), SwiGLU),
+}
+
+
 class Block(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        norm, mlp = BLOCKS[config.block]
+        self.ln_1 = norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.ln_2 = norm(config)
+        self.mlp = mlp(config)
 
     def forward(self, x, pe, bias, pos, cache, layer):
         x = x + self.attn(self.ln_1(x), pe, bias, pos, cache, layer)
@@ -205,11 +256,12 @@ class GPT(nn.Module):
                 wpe=POS_ENCODINGS[config.pos_enc](config),
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
-                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+                ln_f=BLOCKS[config.block][0](config),
             )
         )
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # weight tying (Press & Wolf 2017)
+        if config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight  # weight tying (Press & Wolf 2017)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 * n_layer)
             if name.endswith("c_proj.weight"):
@@ -237,7 +289,8 @@ class GPT(nn.Module):
         plus attention scores and values, 12 * n_layer * C * T (PaLM, Chowdhery et al. 2022, app. B)."""
         cfg = self.config
         T = cfg.block_size if seq_len is None else seq_len
-        matmul_params = self.num_params(non_embedding=True) + self.lm_head.weight.numel()
+        tied_head = self.lm_head.weight.numel() if cfg.tie_embeddings else 0  # untied: already counted
+        matmul_params = self.num_params(non_embedding=True) + tied_head
         return 6.0 * matmul_params + 12.0 * cfg.n_layer * cfg.n_embd * T
 
     def forward(self, idx, targets=None, positions=None, cache: KVCache | None = None):

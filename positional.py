@@ -55,6 +55,7 @@ class PositionalEncoding(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.max_len = config.random_positions  # None unless randomized positions: then M
+        self.n_head = config.n_head  # query heads come first in `rotate`'s qk
 
     @classmethod
     def validate(cls, config: ModelConfig) -> None:
@@ -65,8 +66,9 @@ class PositionalEncoding(nn.Module):
         return x
 
     def rotate(self, qk: torch.Tensor, pos: int | torch.Tensor, layer: int) -> torch.Tensor:
-        """qk: queries and keys of `layer` stacked, (2, B, nh, T, hs), at positions `pos` -> the same,
-        position-encoded. Stacked so that RoPE rotates both in one call (docs/BENCH.md: cheaper than two)."""
+        """qk: the query heads then the key heads of `layer`, (B, nh + n_kv_head, T, hs), at positions `pos`
+        -> the same, position-encoded. One tensor, a view of the fused projection, so that RoPE rotates
+        queries and keys in one call (docs/BENCH.md: cheaper than two)."""
         return qk
 
     def attn_bias(self, q_len: int, k_len: int, device: torch.device) -> torch.Tensor | None:
@@ -249,7 +251,9 @@ class XPos(Rotary):
         positions = pos if torch.is_tensor(pos) else torch.arange(pos, pos + T, device=qk.device)
         up = xpos_scale(d, positions, self.scale_base, self.rotary.interleaved)  # (T, d) or (B, T, d)
         up = up.unsqueeze(-3) if torch.is_tensor(pos) else up[None, None]  # (B or 1, 1, T, d)
-        factor = torch.stack((up, 1 / up)).to(qk.dtype)  # (2, B or 1, 1, T, d): queries up, keys down
+        n_kv = qk.size(1) - self.n_head  # queries up, keys down:
+        factor = torch.cat((up.expand(-1, self.n_head, -1, -1), (1 / up).expand(-1, n_kv, -1, -1)), dim=1)
+        factor = factor.to(qk.dtype)  # (B or 1, nh + n_kv, T, d)
         rotated = self.rotary(qk, pos)
         if d == qk.size(-1):
             return rotated * factor

@@ -28,6 +28,8 @@ class TrainConfig:
     # None -> 3 * task_n_train (at most the task's own limit)
     task_plain: bool = False  # task:addition writes the sum most significant digit first
     data_dir: str | None = None  # where prepared datasets live; None -> <repo>/data
+    batch_order: str = "random"  # random windows every step (nanoGPT), or epochs: every non-overlapping
+    # window once per epoch in a shuffled order, the last partial batch dropped (the book's DataLoader)
     batch_size: int = 12  # sequences per micro-step per process
     gradient_accumulation_steps: int = 1  # global: split over DDP processes, so tokens/iter stay fixed
     max_iters: int = 2000
@@ -74,6 +76,7 @@ class TrainConfig:
             "weight_decay": (self.weight_decay >= 0, ">= 0"),
             "grad_clip": (self.grad_clip >= 0, ">= 0 (0 disables clipping)"),
             "tokenizer": (self.tokenizer in ("char", "gpt2"), "'char' or 'gpt2'"),
+            "batch_order": (self.batch_order in ("random", "epochs"), "'random' or 'epochs'"),
             "dtype": (self.dtype in DTYPES, f"one of {DTYPES}"),
             "device": (
                 self.device == "auto" or is_device(self.device),

@@ -24,14 +24,27 @@ SPLITS = ("train", "val")
 
 
 class TextSource:
-    """A prepared corpus: random windows of block_size tokens (data/batches.py)."""
+    """A prepared corpus: random windows of block_size tokens (data/batches.py), or with order="epochs" the
+    non-overlapping windows, each once per epoch in a shuffled order (the book's DataLoader with stride =
+    block_size, shuffle and drop_last); `micro_steps` batches make one iteration."""
 
-    def __init__(self, meta: dict, splits: dict, block_size: int):
-        self.meta, self.splits = meta, splits
+    def __init__(self, meta: dict, splits: dict, block_size: int, order="random", micro_steps: int = 1):
+        self.meta, self.splits, self.order, self.micro_steps = meta, splits, order, micro_steps
         self.block_size = self.train_len = block_size
 
     def batch(self, seed, batch_size: int, position_range: int | None = None) -> tuple:
-        return batches.get_batch(self.splits["train"], self.block_size, batch_size, seed, position_range)
+        data = self.splits["train"]
+        if self.order == "random":
+            return batches.get_batch(data, self.block_size, batch_size, seed, position_range)
+        data_seed, it, micro = seed  # the k-th batch of the run, batch j of epoch e
+        n_windows = (len(data) - 1) // self.block_size
+        per_epoch = n_windows // batch_size
+        if per_epoch < 1:
+            raise ValueError(f"batch_order=epochs: {n_windows} windows of block_size+1 tokens, < a batch")
+        epoch, j = divmod(it * self.micro_steps + micro, per_epoch)
+        rng = np.random.default_rng((data_seed, epoch))
+        starts = rng.permutation(n_windows)[j * batch_size : (j + 1) * batch_size] * self.block_size
+        return batches.with_positions(batches.windows_at(data, self.block_size, starts), rng, position_range)
 
     def eval_batches(self, split: str, batch_size: int, n_batches: int, position_range=None) -> list[tuple]:
         data = self.splits[split]
@@ -81,4 +94,4 @@ def load_source(cfg: TrainConfig, block_size: int) -> TextSource | TaskSource:
                              "runs a grid per task)")  # fmt: skip
         return TaskSource(name, *sizes, plain=cfg.task_plain)
     meta, splits = batches.load_dataset(cfg.dataset, cfg.tokenizer, cfg.data_dir, block_size)
-    return TextSource(meta, splits, block_size)
+    return TextSource(meta, splits, block_size, cfg.batch_order, cfg.gradient_accumulation_steps)

@@ -3,7 +3,7 @@
 The block is model.py's CausalSelfAttention (qkv projection, RoPE on q and k, causal SDPA, output
 projection) with pos_enc="rope", against the same block with pos_enc="none". RoPE's share is measured
 two ways:
-  alone:      the rope scheme's `rotate` of q and k, forward+backward, on the strided (2, B, nh, T, hs)
+  alone:      the rope scheme's `rotate` of q and k, forward+backward, on the strided (B, 2 nh, T, hs)
               view the block hands it, divided by the block with RoPE;
   difference: (block with RoPE - block without) / block with RoPE.
 Steps of all three are interleaved over several rounds, so that load from other processes hits
@@ -55,8 +55,8 @@ def bench(B, T, n_head, head_dim, iters, rounds, device, clock):
     without, nope = block(T, n_head, head_dim, "none", device)
     without.load_state_dict(with_rope.state_dict())
     # the strided view CausalSelfAttention.forward hands to `rotate`: q and k of the fused projection
-    qkv = with_rope.c_attn(x).detach().view(B, T, 3, n_head, head_dim).permute(2, 0, 3, 1, 4)
-    qk = qkv.split((2, 1))[0].requires_grad_()  # (2, B, nh, T, hs)
+    qkv = with_rope.c_attn(x).detach().view(B, T, 3 * n_head, head_dim).transpose(1, 2)
+    qk = qkv.split((2 * n_head, n_head), dim=1)[0].requires_grad_()  # (B, 2 nh, T, hs)
     grad = torch.randn(qk.shape, device=device)
 
     def rope_step():

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from configurator import parse_cli, parse_config, run_main
-from model import ModelConfig
+from model import GPT, ModelConfig
 from positional import POS_ENCODINGS
 from training import TrainConfig
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 # train.py's presets (compare.py's, also in config/, add keys of its own)
-PRESETS = [CONFIG / f"{name}.py" for name in ("default", "shakespeare_char_cpu", "shakespeare_char")]
+TRAIN_PRESETS = ("default", "shakespeare_char_cpu", "shakespeare_char", "book_ch05", "llama_cpu")
+PRESETS = [CONFIG / f"{name}.py" for name in TRAIN_PRESETS]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,3 +175,16 @@ def test_run_main_turns_expected_failures_into_one_line(capsys):
     assert info.value.code == 0
     with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
         run_main(lambda: 1 / 0)
+
+
+def test_book_ch05_preset_is_the_books_gpt_124m_run():
+    model_cfg, cfg = parse_config([str(CONFIG / "book_ch05.py")], ModelConfig, TrainConfig)
+    assert (model_cfg.n_layer, model_cfg.n_head, model_cfg.n_embd, model_cfg.block_size) == (12, 12, 768, 256)
+    assert (model_cfg.dropout, model_cfg.pos_enc, model_cfg.tie_embeddings) == (0.1, "learned", False)
+    assert (cfg.batch_size, cfg.max_iters, cfg.learning_rate, cfg.min_lr) == (2, 90, 4e-4, 4e-4)
+    assert (cfg.weight_decay, cfg.warmup_iters, cfg.grad_clip, cfg.eval_interval) == (0.1, 0, 0.0, 5)
+    assert (cfg.eval_iters, cfg.seed, cfg.dataset, cfg.tokenizer) == (5, 123, "verdict", "gpt2")
+    model = GPT(dataclasses.replace(model_cfg, vocab_size=50257))
+    # the book's 163,009,536 at context 1024 is 162,419,712 at 256; ours adds the padded vocabulary rows of
+    # wte and lm_head (47 x 768 x 2) and the q, k, v biases the book leaves out (12 x 3 x 768)
+    assert sum(p.numel() for p in model.parameters()) == 162_419_712 + 47 * 768 * 2 + 12 * 3 * 768

@@ -117,7 +117,7 @@ def test_attention_layer_equals_manual_attention(pos_enc):
     x = torch.randn(2, 12, 32, generator=torch.Generator().manual_seed(6))
     B, T, C = x.shape
     q, k, v = (t.view(B, T, 4, 8).transpose(1, 2) for t in attn.c_attn(x).split(C, dim=2))
-    q, k = pe.rotate(torch.stack((q, k)), 0, layer).unbind(0)
+    q, k = pe.rotate(torch.cat((q, k), dim=1), 0, layer).chunk(2, dim=1)
     bias = pe.layer_bias(pe.attn_bias(T, T, x.device), q, k, layer)
     bias = None if bias is None else torch.nan_to_num(bias, neginf=0.0)  # manual_attention masks itself
     y = manual_attention(q, k, v, bias).transpose(1, 2).reshape(B, T, C)
@@ -269,7 +269,7 @@ def test_qk_norm_is_nanochats_rms_norm_after_rope():
     attn, pe = model.transformer.h[0].attn, model.transformer.wpe
     x = torch.randn(2, 12, 32, generator=torch.Generator().manual_seed(12))
     q, k, v = (t.view(2, 12, 4, 8).transpose(1, 2) for t in attn.c_attn(x).split(32, dim=2))
-    q, k = (F.rms_norm(t, (8,)) for t in pe.rotate(torch.stack((q, k)), 3, 0))  # nanochat's order
+    q, k = (F.rms_norm(t, (8,)) for t in pe.rotate(torch.cat((q, k), 1), 3, 0).chunk(2, 1))  # nanochat's
     y = manual_attention(q, k, v).transpose(1, 2).reshape(2, 12, 32)
     torch.testing.assert_close(attn(x, pe, None, 3, None, 0), attn.c_proj(y), rtol=1e-5, atol=1e-6)
     assert not any("qk_norm" in name for name, _ in model.named_parameters())  # no gains: nanochat's
@@ -311,3 +311,66 @@ def test_randomized_positions():
 def test_model_options_are_validated(kw, match):
     with pytest.raises(ValueError, match=match):
         tiny(**kw)
+
+
+LLAMA_SHAPES = [  # (n_layer, n_head, n_kv_head, n_embd, tie): MHA, GQA, MQA, tied
+    (2, 4, 4, 32, False), (3, 4, 2, 32, False), (1, 8, 1, 64, False), (2, 4, 2, 32, True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("n_layer", "n_head", "n_kv", "C", "tie"), LLAMA_SHAPES)
+def test_llama_block_equals_hugging_face_llama(n_layer, n_head, n_kv, C, tie):
+    """block=llama (RMSNorm, SwiGLU, no biases, GQA) with rope == LlamaForCausalLM built from the same config
+    with the weights copied over, logits element-wise (random init, nothing downloaded)."""
+    transformers = pytest.importorskip("transformers")
+    cfg = ModelConfig(vocab_size=100, block_size=32, n_layer=n_layer, n_head=n_head, n_kv_head=n_kv,
+                      n_embd=C, bias=False, block="llama", tie_embeddings=tie, rope_base=5e5)  # fmt: skip
+    torch.manual_seed(0)
+    ours = GPT(cfg).eval()
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=100, hidden_size=C, intermediate_size=cfg.swiglu_hidden, num_hidden_layers=n_layer,
+        num_attention_heads=n_head, num_key_value_heads=n_kv, max_position_embeddings=32, rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 5e5}, tie_word_embeddings=tie,
+        attention_bias=False, mlp_bias=False)).eval()  # fmt: skip
+    hs, sd = C // n_head, ours.state_dict()
+    with torch.no_grad():
+        hf.model.embed_tokens.weight.copy_(sd["transformer.wte.weight"][:100])
+        hf.lm_head.weight.copy_(sd["lm_head.weight"][:100])
+        hf.model.norm.weight.copy_(sd["transformer.ln_f.weight"])
+        for i, layer in enumerate(hf.model.layers):
+            p = f"transformer.h.{i}."
+            q, k, v = sd[p + "attn.c_attn.weight"].split((n_head * hs, n_kv * hs, n_kv * hs))
+            attn = layer.self_attn
+            for proj, w in zip((attn.q_proj, attn.k_proj, attn.v_proj), (q, k, v), strict=True):
+                proj.weight.copy_(w)
+            layer.self_attn.o_proj.weight.copy_(sd[p + "attn.c_proj.weight"])
+            layer.mlp.gate_proj.weight.copy_(sd[p + "mlp.c_gate.weight"])
+            layer.mlp.up_proj.weight.copy_(sd[p + "mlp.c_fc.weight"])
+            layer.mlp.down_proj.weight.copy_(sd[p + "mlp.c_proj.weight"])
+            layer.input_layernorm.weight.copy_(sd[p + "ln_1.weight"])
+            layer.post_attention_layernorm.weight.copy_(sd[p + "ln_2.weight"])
+    idx = torch.randint(0, 100, (2, 32), generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(ours(idx, targets=idx)[0], hf(idx).logits, rtol=1e-4, atol=1e-5)
+    cache = KVCache(n_layer, 32)  # decoding through the (n_kv-head) cache == recomputation
+    steps = [ours(idx[:, :9], targets=idx[:, :9], cache=cache)[0]]
+    steps += [ours(idx[:, t : t + 1], targets=idx[:, t : t + 1], cache=cache)[0] for t in range(9, 32)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), ours(idx, targets=idx)[0], rtol=1e-4, atol=1e-5)
+    assert cache.k.shape[2] == n_kv
+
+
+def test_llama_block_sizes_and_options():
+    cfg = tiny(block="llama", bias=False, tie_embeddings=False, n_kv_head=2)
+    model = GPT(cfg)
+    assert cfg.swiglu_hidden == 256  # Llama's rule: 8C/3 rounded up to a multiple of 256
+    assert model.transformer.h[0].mlp.c_gate.weight.shape == (256, 32)
+    assert model.lm_head.weight is not model.transformer.wte.weight
+    assert model.transformer.h[0].attn.c_attn.weight.shape == ((4 + 2 * 2) * 8, 32)
+    assert isinstance(model.transformer.ln_f, torch.nn.RMSNorm)
+    N = model.num_params()  # untied: the head is a non-embedding matmul, counted once
+    assert model.flops_per_token() == 6 * N + 12 * 2 * 32 * 16
+    with pytest.raises(ValueError, match="n_kv_head=3 must divide n_head=4"):
+        tiny(n_kv_head=3)
+    with pytest.raises(ValueError, match="mlp_hidden is the SwiGLU width of block='llama'"):
+        tiny(mlp_hidden=64)
+    with pytest.raises(ValueError, match=r"block must be one of \['gpt2', 'llama'\]"):
+        tiny(block="mistral")

@@ -75,10 +75,10 @@ def test_rope_scheme_uses_rope_py():
     from rope import RotaryEmbedding
 
     model = model_for("rope", rope_base=500.0, rope_dim=4)
-    qk = torch.randn(2, 1, 4, 10, 8)  # (2, B, nh, T, hs): q and k stacked
-    q, k = qk.unbind(0)
+    qk = torch.randn(1, 4 + 4, 10, 8)  # (B, nh + n_kv, T, hs): query heads, then key heads
+    q, k = qk.chunk(2, dim=1)
     ref = RotaryEmbedding(8, base=500.0, rotary_dim=4)
-    q2, k2 = model.transformer.wpe.rotate(qk, 3, 0).unbind(0)
+    q2, k2 = model.transformer.wpe.rotate(qk, 3, 0).chunk(2, dim=1)
     torch.testing.assert_close(q2, ref(q, 3))
     torch.testing.assert_close(k2, ref(k, 3))
 
@@ -98,7 +98,8 @@ def test_xpos_equals_rotary_embedding_torch(rope_dim):
     center = xpos_scale(rope_dim, torch.tensor(N // 2), base, interleaved=True)  # (d,)
     for offset, T in [(0, N), (5, 12), (39, 1)]:
         sl = slice(offset, offset + T)
-        q_ours, k_ours = pe.rotate(torch.stack((q[..., sl, :], k[..., sl, :])), offset, 0)
+        qk = torch.cat((q[..., sl, :], k[..., sl, :]), dim=1)  # (B, nh + n_kv, T, hs)
+        q_ours, k_ours = pe.rotate(qk, offset, 0).chunk(2, dim=1)
         q_ours[..., :rope_dim] /= center
         k_ours[..., :rope_dim] *= center
         torch.testing.assert_close(q_ours, q_ref[..., sl, :])

@@ -132,6 +132,20 @@ def test_tiny_shakespeare_matches_nanogpt_counts(tmp_path, tokenizer, vocab, tra
     assert meta["source_sha256"] == corpora.REMOTE["shakespeare"].sha256
 
 
+def test_the_verdict_has_the_books_token_count_and_split(tmp_path):
+    """5,145 GPT-2 tokens in the whole story (ch. 2), split at int(0.9 * len(text)) characters (ch. 5)."""
+    local = Path(os.environ.get(corpora.ENV_VAR, "/nonexistent")) / "the-verdict.txt"
+    if not local.is_file():
+        pytest.skip(f"set {corpora.ENV_VAR} to a folder holding the-verdict.txt")
+    tok = gpt2_or_skip()
+    text = local.read_text(encoding="utf-8")
+    assert len(tok.encode(text)) == 5145 and len(text) == 20_479
+    split = int(0.9 * len(text))  # the book's train_ratio = 0.90 over characters
+    meta = load_meta(prepare("verdict", "gpt2", tmp_path))
+    expected = (len(tok.encode(text[:split])), len(tok.encode(text[split:])))
+    assert (meta["train_tokens"], meta["val_tokens"]) == expected == (4612, 534)
+
+
 def test_local_copy_with_wrong_checksum_is_rejected(tmp_path, monkeypatch):
     write(tmp_path / "the-verdict.txt", "not the verdict at all\n")
     monkeypatch.setenv(corpora.ENV_VAR, str(tmp_path))

@@ -31,6 +31,7 @@ OPTIONS = [
     ("rope", dict(rope_nope_interval=2, random_positions=40)), ("rope", dict(rope_nope_layers="0")),
     ("learned", dict(random_positions=40)), ("t5", dict(t5_num_buckets=8, t5_max_distance=20)),
     ("fire", dict(fire_threshold=6.0)), ("cope", dict(cope_max_pos=7)), ("kerple", dict(qk_norm=True)),
+    ("rope", dict(block="llama", bias=False, n_kv_head=2, tie_embeddings=False, mlp_hidden=48)),
     ("rope", dict(rope_scaling={"rope_type": "longrope", "factor": 2.0, "short_factor": [1.0] * 4,
                                 "long_factor": [2.0] * 4, "original_max_position_embeddings": 16})),
 ]  # fmt: skip

@@ -1,6 +1,7 @@
 """data/sources.py: a corpus and a task behind one interface; batches pure functions of their seeds, the
 fixed evaluation batches, the model's block_size and the training length of a task."""
 
+import numpy as np
 import pytest
 import torch
 from helpers import tiny_corpus
@@ -20,6 +21,26 @@ def test_text_source_is_the_corpus_batches(tmp_path):
     fixed = batches.fixed_eval_batches(source.splits["val"], 16, 4, 2, batches.EVAL_SEED)
     torch.testing.assert_close(source.eval_batches("val", 4, 2), fixed)
     assert source.sample_prompt() == "\n" and len(source.batch((0, 3, 1), 4, 40)) == 3
+
+
+def test_epochs_visit_every_window_once_per_epoch_in_a_seeded_order():
+    """batch_order=epochs is the book's DataLoader(stride=block_size, shuffle=True, drop_last=True): 179
+    windows of 101 tokens in 18,000 make 44 batches of 4 per epoch (3 windows left out), each window once."""
+    data = np.arange(18_000, dtype=np.uint16)  # token i is i: a window's first token is its start
+    source = TextSource({}, {"train": data}, 100, order="epochs", micro_steps=2)
+
+    def epoch_starts(e):  # the 22 iterations x 2 micro-steps of epoch e
+        its = range(22 * e, 22 * e + 22)
+        return [source.batch((0, it, m), 4)[0][:, 0].tolist() for it in its for m in (0, 1)]
+
+    first, second = epoch_starts(0), epoch_starts(1)
+    for batches_ in (first, second):
+        starts = [s for b in batches_ for s in b]
+        assert len(set(starts)) == 176 and all(s % 100 == 0 and s + 101 <= 18_000 for s in starts)
+    assert first != second  # reshuffled every epoch
+    x, y = source.batch((0, 5, 1), 4)
+    assert x[:, 0].tolist() == first[11] and torch.equal(y[:, :-1], x[:, 1:])
+    assert source.batch((1, 0, 0), 4)[0][:, 0].tolist() != first[0]  # another data_seed, another order
 
 
 def test_task_source_sizes_and_seeded_batches():
