@@ -6,7 +6,7 @@ random tokens for every model. Models: ours with each scheme in `model.POS_ENCOD
 LlamaForCausalLM (same layers/heads/width/context, RoPE theta 10000, tied embeddings; it differs from
 ours by RMSNorm, a SwiGLU MLP of about the same parameter count, and no biases). Peers get their
 fastest training settings: SDPA attention, dropout 0, use_cache=False. Every model uses the same
-AdamW (`GPT.configure_optimizers`, fused).
+AdamW (`training.configure_optimizers`, fused).
 
 Timing: after warm-up, the models take turns, one step each per round, the order rotated every
 round, so drifts in CPU clock or load hit all of them alike; each step is timed alone and the
@@ -34,7 +34,7 @@ from configurator import check_ints, parse_cli, run_main
 from model import GPT, ModelConfig
 from positional import POS_ENCODINGS
 from runtime import DTYPES, Precision, auto_device, peak_bf16_flops
-from training import optimizer_step
+from training import configure_optimizers, optimizer_step
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ class Trainer:
         self.name, self.device, self.precision = name, device, Precision.of(dtype, device)
         self.raw = build(name, shape).to(device).train()
         # configure_optimizers only reads parameters(), so the peers get exactly our optimizer
-        self.optimizer = GPT.configure_optimizers(self.raw, 0.1, 6e-4, (0.9, 0.95), device)
+        self.optimizer = configure_optimizers(self.raw, 0.1, 6e-4, (0.9, 0.95), device)
         self.model = torch.compile(self.raw) if compile else self.raw
         self.scaler = self.precision.grad_scaler()
         self.params = sum(p.numel() for p in self.raw.parameters())  # tied weights once

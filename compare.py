@@ -42,7 +42,7 @@ from train import train
 from training import TrainConfig
 
 RECORD = "compare.json"  # in each run dir: label, seed, configs, summary, evaluation
-LOCATION_KEYS = ("out_dir", "data_dir", "device")  # where a run lives or ran is not what it is
+LOCATION_KEYS = ("out_dir", "data_dir", "device", "log", "tensorboard_dir")  # where it lives, ran, logs
 
 
 @dataclass(frozen=True)
@@ -213,8 +213,10 @@ def run_grid(model_cfg: ModelConfig, train_cfg: TrainConfig, ev: EvalConfig, cmp
     jobs, names = [], []
     for entry, k in itertools.product(cmp.entries(), range(cmp.n_seeds)):
         run_dir = Path(train_cfg.out_dir) / f"{slug(entry)}-seed{k}"
+        board = Path(train_cfg.tensorboard_dir or Path(train_cfg.out_dir) / "tensorboard") / run_dir.name
         tcfg = dataclasses.replace(train_cfg, out_dir=str(run_dir), seed=train_cfg.seed + k,
-                                   data_seed=train_cfg.data_seed + k, resume=False)
+                                   data_seed=train_cfg.data_seed + k, resume=False,
+                                   tensorboard_dir=str(board) if train_cfg.log == "tensorboard" else None)
         job = Job(entry, by_entry[entry], tcfg, ev, train_cfg.data_dir)
         record = read_record(run_dir)
         if record and not same_run(record["configs"], job.configs):
@@ -295,6 +297,7 @@ def main(argv: list[str] | None = None, progress: bool = True) -> dict:
         return write_report(records, settings, Path(out), command, time.perf_counter() - t0)
     grids = {}  # dataset=task:A,B,...: one grid per task, each in its own folder with its own report
     for task in tasks:
+        t0 = time.perf_counter()  # each task's report gives its own time
         folder = Path(train_cfg.out_dir) / task
         plain = train_cfg.task_plain and task == "addition"
         overrides = (cmp.task_overrides or {}).get(task, {})

@@ -42,7 +42,7 @@ from model import GPT
 from positional import POS_ENCODINGS
 from rope import rope_inv_freq
 from runtime import Precision, to_device
-from training import TrainConfig, accumulate_gradients, optimizer_step
+from training import TrainConfig, accumulate_gradients, configure_optimizers, optimizer_step
 
 METHODS = ("linear", "ntk", "dynamic", "yarn", "longrope")
 EVAL_TOKENS = 16384  # tokens per evaluation forward pass
@@ -218,7 +218,7 @@ def finetune(model: GPT, data: np.ndarray, tcfg: TrainConfig, ev: EvalConfig, pr
     T = 2 * model.config.block_size
     device = str(next(model.parameters()).device)
     betas = (tcfg.beta1, tcfg.beta2)
-    opt = model.configure_optimizers(tcfg.weight_decay, ev.finetune_lr, betas, precision.device_type)
+    opt = configure_optimizers(model, tcfg.weight_decay, ev.finetune_lr, betas, precision.device_type)
     scaler = precision.grad_scaler()
     model.train()
     for it in range(ev.finetune_iters):

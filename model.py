@@ -48,6 +48,7 @@ class ModelConfig:
     dropout: float = 0.0
     bias: bool = True
     block: str = "gpt2"  # gpt2 (LayerNorm, GELU MLP) or llama (RMSNorm, SwiGLU MLP)
+    gelu: str = "exact"  # block=gpt2: exact (erf, nanoGPT) or tanh (OpenAI's GPT-2 and the book: gelu_new)
     n_kv_head: int | None = None  # grouped-query attention: key/value heads; None -> n_head
     mlp_hidden: int | None = None  # block=llama: SwiGLU hidden size; None -> Llama's rule
     tie_embeddings: bool = True  # lm_head shares wte's weight (GPT-2); false: separate (Llama, the book)
@@ -88,6 +89,8 @@ class ModelConfig:
             raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {self.block!r}")
         if self.n_head % self.kv_heads:
             raise ValueError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head} (grouped-query)")
+        if self.gelu not in ("exact", "tanh") or (self.gelu != "exact" and self.block != "gpt2"):
+            raise ValueError(f"gelu must be 'exact' or 'tanh' (block='gpt2' only), got {self.gelu!r}")
         if self.mlp_hidden is not None and self.block != "llama":
             raise ValueError(f"mlp_hidden is the SwiGLU width of block='llama', not of block={self.block!r}")
         if self.pos_enc not in POS_ENCODINGS:
@@ -202,7 +205,7 @@ class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()  # exact erf GELU, as nanoGPT (HF GPT-2's default is the tanh approximation)
+        self.gelu = nn.GELU("none" if config.gelu == "exact" else "tanh")  # nanoGPT's exact, or GPT-2's tanh
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -352,17 +355,6 @@ class GPT(nn.Module):
                 next_id = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
             idx = torch.cat((idx, next_id), dim=1)
         return idx
-
-    def configure_optimizers(self, weight_decay: float, learning_rate: float, betas, device_type: str):
-        """AdamW with weight decay on matrices and embeddings only (not on biases or LayerNorm gains).
-        Fused (one kernel for all parameters) on CPU and CUDA, as `transformers`' Trainer defaults to:
-        on CPU the unfused AdamW loops over parameters in Python, ~6% of a step at the baby size."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type in ("cpu", "cuda"))
 
 
 def generate_text(

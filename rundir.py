@@ -25,7 +25,8 @@ CKPT, CONFIG, ENV, METRICS, SUMMARY = "ckpt.pt", "config.json", "env.json", "met
 # Train keys a resume may change: where files go and what is only reported. Any other change would make
 # the resumed run neither the old run nor a new one, so resume_checkpoint refuses it.
 RESUMABLE_CHANGES = ("out_dir", "data_dir", "device", "compile", "resume", "overwrite", "max_iters",
-                     "eval_interval", "eval_iters", "log_interval", "sample_tokens")  # fmt: skip
+                     "eval_interval", "eval_iters", "log_interval", "sample_tokens", "log",
+                     "tensorboard_dir")  # fmt: skip
 
 
 def open_run_dir(train_cfg: TrainConfig) -> Path:
@@ -183,21 +184,37 @@ def read_metrics(run_dir) -> list[dict]:
 
 class MetricsLog:
     """Appends rows to run_dir/metrics.jsonl, flushed one by one. Opened with `keep_before=it` (a resume
-    at iteration it), rows of iterations >= it are dropped first: the resumed run logs them again."""
+    at iteration it), rows of iterations >= it are dropped first: the resumed run logs them again. With a
+    `tensorboard` folder every number of a row is also a TensorBoard scalar at step row["iter"] (the file is
+    the record, TensorBoard a view of it: a resume logs replayed steps again, shown twice there)."""
 
-    def __init__(self, run_dir, keep_before: int | None = None):
+    def __init__(self, run_dir, keep_before: int | None = None, tensorboard: str | None = None):
         path = Path(run_dir) / METRICS
         old = read_metrics(run_dir) if keep_before and path.exists() else []
         kept = "".join(json.dumps(r) + "\n" for r in old if r["iter"] < keep_before)
         write_atomic(path, lambda f: f.write(kept.encode("utf-8")))
         self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        self.board = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ValueError("log=tensorboard needs `pip install tensorboard`") from None
+            self.board = SummaryWriter(tensorboard)
 
     def write(self, row: dict) -> None:
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
+        if self.board is not None:
+            for key, value in row.items():
+                if key != "iter" and isinstance(value, int | float) and not isinstance(value, bool):
+                    self.board.add_scalar(key, value, row["iter"])
+            self.board.flush()
 
     def close(self) -> None:
         self.file.close()
+        if self.board is not None:
+            self.board.close()
 
 
 def write_summary(run_dir, summary: dict) -> None:

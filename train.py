@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+import interop
 import rundir
 import training
 from configurator import parse_cli, run_main
@@ -58,14 +59,28 @@ class Run:
         self.meta, T = self.source.meta, self.source.train_len  # T: the length of training sequences
         model_cfg = dataclasses.replace(model_cfg, vocab_size=self.meta["vocab_size"],
                                         block_size=self.source.block_size)  # fmt: skip
+        init = None
+        if cfg.init_from:  # GPT-2's dimensions (and its weights, unless a checkpoint resumes)
+            if self.meta["vocab_size"] != 50257:
+                raise ValueError(f"init_from={cfg.init_from!r} needs GPT-2's vocabulary: --tokenizer=gpt2")
+            model_cfg, init = interop.gpt2_weights(cfg.init_from, model_cfg)
         ckpt = rundir.resume_checkpoint(self.out, model_cfg, cfg, self.meta) if cfg.resume else None
         self.start = ckpt["iter_num"] if ckpt else 0
 
         torch.manual_seed(cfg.seed)
         self.raw_model = GPT(model_cfg).to(self.device)
         betas, kind = (cfg.beta1, cfg.beta2), self.precision.device_type
-        self.optimizer = self.raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, betas, kind)
+        self.optimizer = training.configure_optimizers(self.raw_model, cfg.weight_decay, cfg.learning_rate,
+                                                       betas, kind)  # fmt: skip
         self.scaler = self.precision.grad_scaler()
+        if init and not ckpt:
+            missing, _ = self.raw_model.load_state_dict(init, strict=False)
+            if any(not k.startswith("transformer.wpe.") for k in missing):
+                raise ValueError(f"init_from={cfg.init_from!r} left weights unset: {missing[:5]}")
+            if procs.master:
+                pe = model_cfg.pos_enc
+                print(f"init_from: GPT-2 weights from {cfg.init_from}"
+                      + (pe != "learned") * f", not its wpe (pos_enc={pe})")
         if ckpt:
             self.raw_model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -97,7 +112,9 @@ class Run:
         self.metrics = None
         if procs.master:
             rundir.write_configs(self.out, model_cfg, cfg, env_info(self.device, procs.world))
-            self.metrics = rundir.MetricsLog(self.out, keep_before=self.start if ckpt else None)
+            board = cfg.tensorboard_dir or str(self.out / "tensorboard") if cfg.log == "tensorboard" else None
+            keep = self.start if ckpt else None
+            self.metrics = rundir.MetricsLog(self.out, keep_before=keep, tensorboard=board)
             stack.callback(self.metrics.close)
             print(f"model: {json.dumps(model_cfg.to_dict())}\ntrain: {json.dumps(dataclasses.asdict(cfg))}")
             print(

@@ -1,6 +1,7 @@
 """compare.py: a tiny grid end to end (report, resume, eval_only with fine-tune), the evaluation at L
 against train.py's own eval, entries and their knobs, bad input, the presets."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -238,7 +239,7 @@ def test_task_grids_write_accuracy_reports(tmp_path):
 # --- grids that scale (issue 15) --------------------------------------------------------------------------
 
 VOLATILE = {"elapsed_s", "tokens_per_sec", "ms_per_iter", "mfu", "eval_s", "wall_s", "busy_s", "out_dir",
-            "run_dir", "command", "jobs", "threads", "launcher"}  # fmt: skip
+            "run_dir", "command", "jobs", "threads", "launcher", "log", "tensorboard_dir"}  # fmt: skip
 
 
 def numbers(results) -> object:
@@ -251,10 +252,15 @@ def numbers(results) -> object:
 
 
 def test_parallel_grid_computes_the_sequential_grids_numbers(grid, tmp_path):
-    """--jobs=2 (one thread per run, as the sequential grid here) gives the same numbers bit for bit."""
+    """--jobs=2 (one thread per run, as the sequential grid here) gives the same numbers bit for bit; with
+    log=tensorboard every run writes its events under one folder, so TensorBoard overlays them."""
     _, argv, results = grid
-    parallel = compare.main([*argv, f"--out_dir={tmp_path / 'grid'}", "--jobs=2", "--threads=1"],
+    log = ["--log=tensorboard"] if importlib.util.find_spec("tensorboard") else []
+    parallel = compare.main([*argv, f"--out_dir={tmp_path / 'grid'}", "--jobs=2", "--threads=1", *log],
                             progress=False)  # fmt: skip
+    if log:
+        boards = sorted(p.name for p in (tmp_path / "grid" / "tensorboard").iterdir())
+        assert boards == ["learned-seed0", "learned-seed1", "rope-seed0", "rope-seed1"]
     assert numbers(parallel) == numbers(results)
     assert (tmp_path / "grid" / "rope-seed1" / "train.log").read_text().count("summary:") == 1  # its own log
 

@@ -14,7 +14,7 @@ from data.sources import TaskSource
 from data.tasks import encode_batch, eval_problems, get_task
 from model import GPT, ModelConfig
 from runtime import Precision
-from training import TrainConfig
+from training import TrainConfig, configure_optimizers
 
 L = 16
 STEPS = 60  # of test_greedy_exact_match_...: a third of the answers right
@@ -105,7 +105,7 @@ def test_finetune_equals_a_hand_written_loop():
     ev = evaluate.EvalConfig(finetune_iters=3, finetune_lr=1e-3)
     tuned = evaluate.finetune(copy.deepcopy(small("rope")), data, tcfg, ev, Precision.of("float32", "cpu"))
     ref = small("rope").train()
-    opt = ref.configure_optimizers(0.1, 1e-3, (tcfg.beta1, tcfg.beta2), "cpu")
+    opt = configure_optimizers(ref, 0.1, 1e-3, (tcfg.beta1, tcfg.beta2), "cpu")
     for it in range(3):
         x, y = get_batch(data, 2 * L, 2, (3, evaluate.FT_SEED, it))
         ref(x, y)[1].backward()

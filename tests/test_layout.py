@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ENTRY_POINTS = {"train", "sample", "compare", "bench", "scripts.bench_rope", "scripts.plot_rope"}
+ENTRY_POINTS = {"train", "sample", "compare", "bench", "export", "scripts.bench_rope", "scripts.plot_rope"}
 ENTRY_IMPORTS = {("compare", "train"): {"train"}}  # (importer, entry point): the names it may take
 MAX_LINES = 400
 

@@ -9,14 +9,14 @@ from helpers import model_for
 
 import rundir
 from runtime import Precision
-from training import TrainConfig
+from training import TrainConfig, configure_optimizers
 
 META = {"source": "tiny.txt", "source_sha256": "ab" * 32, "tokenizer": "char", "vocab_size": 65}
 
 
 def saved_run(tmp_path, iter_num=4, pos_enc="rope", **options):
     model = model_for(pos_enc, **options)
-    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    optimizer = configure_optimizers(model, 0.1, 1e-3, (0.9, 0.95), "cpu")
     scaler = Precision.of("float32", "cpu").grad_scaler()
     cfg = TrainConfig(out_dir=str(tmp_path), max_iters=10)
     rng = [{"torch": torch.get_rng_state()}]

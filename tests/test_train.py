@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, tiny_corpus
+from helpers import REPO, gpt2_or_skip, tiny_corpus
 
 import rundir
 import train as T
@@ -285,3 +285,42 @@ def test_kill_9_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path, 
     stale = list((tmp_path / "run").glob(".*.tmp"))
     T.main([*args, "--resume=true", f"--max_iters={ckpt['iter_num']}"])  # a normal start cleans up
     assert not list((tmp_path / "run").glob(".*.tmp")), stale
+
+
+def test_tensorboard_events_hold_the_logged_scalars(tmp_path, corpus):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(tmp_path, corpus, log="tensorboard", max_iters=20, lr_decay_iters=20, eval_interval=10)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert {"train_loss", "val_loss", "lr", "tokens_per_sec"} <= set(events.Tags()["scalars"])
+    logged = [r for r in rows(tmp_path / "run") if "val_loss" in r]
+    val = events.Scalars("val_loss")
+    assert [e.step for e in val] == [r["iter"] for r in logged] == [0, 10, 20]
+    assert [e.value for e in val] == pytest.approx([r["val_loss"] for r in logged])  # float32 in the events
+
+
+def test_init_from_gpt2_starts_from_its_weights(tmp_path, corpus):
+    """--init_from a config-built GPT-2 saved with save_pretrained: the run starts from its logits on the
+    eval batches, with GPT-2's dimensions; a wrong directory or tokenizer is a one-line error."""
+    transformers = pytest.importorskip("transformers")
+    gpt2_or_skip()
+    cfg = transformers.GPT2Config(vocab_size=50257, n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                                  activation_function="gelu")  # fmt: skip
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "gpt2")
+    summary = run(tmp_path, corpus, tokenizer="gpt2", pos_enc="learned", init_from=str(tmp_path / "gpt2"),
+                  max_iters=0, n_layer=5, n_embd=64)  # fmt: skip
+    model, model_cfg, _, _ = rundir.load_run(tmp_path / "run")
+    assert (model_cfg.n_layer, model_cfg.n_embd, model_cfg.block_size) == (2, 32, 16)  # GPT-2's, cropped
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "gpt2").eval()
+    val = np.memmap(tmp_path / "data/tiny_gpt2/val.bin", dtype=np.uint16, mode="r")
+    with torch.no_grad():
+        for x, y in batches.fixed_eval_batches(val, 16, 4, 2, batches.EVAL_SEED):
+            torch.testing.assert_close(model(x, y)[0], hf(x).logits, rtol=1e-4, atol=1e-5)
+    assert summary["iters"] == 0
+    with pytest.raises(ValueError, match="needs GPT-2's vocabulary"):
+        run(tmp_path / "c", corpus, init_from=str(tmp_path / "gpt2"))
+    with pytest.raises(ValueError, match="is not a Hugging Face GPT-2"):
+        run(tmp_path / "d", corpus, tokenizer="gpt2", init_from=str(tmp_path / "missing"))

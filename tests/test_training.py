@@ -4,11 +4,12 @@ import itertools
 
 import pytest
 import torch
+from helpers import model_for
 
 import training
 from model import GPT, ModelConfig
 from runtime import Precision
-from training import TrainConfig, get_lr
+from training import TrainConfig, configure_optimizers, get_lr
 
 
 @pytest.mark.parametrize(
@@ -72,7 +73,7 @@ def test_optimizer_step_clips_steps_and_zeroes(grad_clip):
     x, y = torch.randint(11, (2, 8), generator=g), torch.randint(11, (2, 8), generator=g)
     ours, ref = tiny_model(), tiny_model()
     precision = Precision.of("float32", "cpu")
-    opts = [m.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu") for m in (ours, ref)]
+    opts = [configure_optimizers(m, 0.1, 1e-2, (0.9, 0.95), "cpu") for m in (ours, ref)]
     scaler = precision.grad_scaler()
     training.accumulate_gradients(ours, [(x, y)], 1, precision, scaler)
     training.optimizer_step(ours.parameters(), opts[0], scaler, grad_clip)
@@ -84,3 +85,35 @@ def test_optimizer_step_clips_steps_and_zeroes(grad_clip):
     for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
         assert a.grad is None
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_optimizer_groups():
+    model = model_for("learned")
+    opt = configure_optimizers(model, 0.1, 1e-3, (0.9, 0.95), "cpu")
+    decay, no_decay = opt.param_groups
+    assert all(p.dim() >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.1
+    assert all(p.dim() < 2 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+    n_opt = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    assert n_opt == model.num_params(non_embedding=False)
+
+
+def test_fused_cpu_adamw_matches_the_reference_loop():
+    """CPU training uses the fused AdamW kernel; three steps agree with torch's per-parameter loop to
+    fp32 rounding of the updates (lr 1e-2, so atol 1e-5 is a thousandth of a step)."""
+    models = [model_for("rope", seed=3) for _ in range(2)]
+    fused = configure_optimizers(models[0], 0.1, 1e-2, (0.9, 0.95), "cpu")
+    params = dict(zip(models[0].parameters(), models[1].parameters(), strict=True))  # fused's -> loop's
+    loop_groups = [
+        {"params": [params[p] for p in g["params"]], "weight_decay": g["weight_decay"]}
+        for g in fused.param_groups
+    ]
+    loop = torch.optim.AdamW(loop_groups, lr=1e-2, betas=(0.9, 0.95), foreach=False)
+    assert fused.defaults["fused"] and not loop.defaults["fused"]
+    idx = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(8))
+    for _ in range(3):
+        for model, opt in zip(models, (fused, loop), strict=True):
+            model(idx, targets=idx)[1].backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    for p, q in params.items():
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
