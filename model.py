@@ -34,8 +34,9 @@ class ModelConfig:
     setting one for another scheme is an error.
 
     Hidden defaults, written down: rope rotates the full head (`rope_dim = head size`), base 10000,
-    half-split pairing; every scheme uses GPT-2 init; `vocab_size` is padded to a multiple of 64 inside
-    the model (faster matmuls) and logits are sliced back to `vocab_size`. `block="llama"` is the book's
+    half-split pairing; every scheme uses GPT-2 init (`init="torch"` keeps PyTorch's, as the book does);
+    `vocab_size` is padded to a multiple of 64 inside the model (faster matmuls) and logits are sliced
+    back to `vocab_size`. `block="llama"` is the book's
     GPT-to-Llama step: RMSNorm (eps 1e-5, Llama 2's) and a SwiGLU MLP of hidden size `mlp_hidden` (None:
     Llama's rule, 8C/3 rounded up to a multiple of 256), usually with bias=False, tie_embeddings=False.
     """
@@ -52,6 +53,7 @@ class ModelConfig:
     n_kv_head: int | None = None  # grouped-query attention: key/value heads; None -> n_head
     mlp_hidden: int | None = None  # block=llama: SwiGLU hidden size; None -> Llama's rule
     tie_embeddings: bool = True  # lm_head shares wte's weight (GPT-2); false: separate (Llama, the book)
+    init: str = "gpt2"  # gpt2: N(0, 0.02), residual projections / sqrt(2 n_layer); torch: PyTorch's defaults
     pos_enc: str = "rope"
     rope_base: float | None = None  # None -> 10000.0
     rope_dim: int | None = None  # rotary features per head; None -> head size (full rotary)
@@ -89,6 +91,8 @@ class ModelConfig:
             raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {self.block!r}")
         if self.n_head % self.kv_heads:
             raise ValueError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head} (grouped-query)")
+        if self.init not in ("gpt2", "torch"):
+            raise ValueError(f"init must be 'gpt2' or 'torch', got {self.init!r}")
         if self.gelu not in ("exact", "tanh") or (self.gelu != "exact" and self.block != "gpt2"):
             raise ValueError(f"gelu must be 'exact' or 'tanh' (block='gpt2' only), got {self.gelu!r}")
         if self.mlp_hidden is not None and self.block != "llama":
@@ -265,6 +269,8 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         if config.tie_embeddings:
             self.transformer.wte.weight = self.lm_head.weight  # weight tying (Press & Wolf 2017)
+        if config.init == "torch":  # PyTorch's module defaults, as the book's GPTModel keeps them
+            return
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/sqrt(2 * n_layer)
             if name.endswith("c_proj.weight"):

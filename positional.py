@@ -110,7 +110,7 @@ class LearnedPositions(PositionalEncoding):
         self.max_len = config.random_positions or config.block_size
         self.rows_from = "random_positions" if config.random_positions else "block_size"
         self.weight = nn.Parameter(torch.empty(self.max_len, config.n_embd))
-        nn.init.normal_(self.weight, mean=0.0, std=0.02)
+        nn.init.normal_(self.weight, mean=0.0, std=1.0 if config.init == "torch" else 0.02)  # nn.Embedding's
 
     def embed(self, x, pos):
         T = x.size(1)

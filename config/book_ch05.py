@@ -1,8 +1,8 @@
 # Raschka, "Build a Large Language Model (From Scratch)", chapter 5: pretraining the book's GPT-124M on The
 # Verdict (ch05/01_main-chapter-code/ch05.ipynb and gpt_train.py of rasbt/LLMs-from-scratch).
-# python train.py config/book_ch05.py                       # the book's run, our pipeline's default batches
-# python train.py config/book_ch05.py --batch_order=epochs  # with the book's DataLoader order
+# python train.py config/book_ch05.py                     # the book's run
 # python train.py config/book_ch05.py --pos_enc=rope --out_dir=out/book_ch05_rope
+# python train.py config/book_ch05.py --init=gpt2 --gelu=exact --batch_order=random   # nanorope's defaults
 # What differs from the book and what it does to the numbers: README "Following the book".
 
 out_dir = "out/book_ch05"
@@ -18,6 +18,9 @@ dropout = 0.1
 bias = True  # the book: biases everywhere but on q, k, v (we have one switch: q, k, v get biases too)
 tie_embeddings = False  # the book's out_head is its own matrix (163M parameters, not 124M)
 pos_enc = "learned"
+init = "torch"  # the book keeps PyTorch's default inits (embeddings N(0, 1)); nanorope's default is GPT-2's
+gelu = "tanh"  # the book's GELU is the tanh approximation
+batch_order = "epochs"  # DataLoader(stride=256, shuffle=True, drop_last=True): 9 batches per epoch
 
 # torch.optim.AdamW(lr=4e-4, weight_decay=0.1), constant lr, no clipping; 10 epochs of 9 batches of 2
 batch_size = 2

@@ -181,6 +181,7 @@ def test_book_ch05_preset_is_the_books_gpt_124m_run():
     model_cfg, cfg = parse_config([str(CONFIG / "book_ch05.py")], ModelConfig, TrainConfig)
     assert (model_cfg.n_layer, model_cfg.n_head, model_cfg.n_embd, model_cfg.block_size) == (12, 12, 768, 256)
     assert (model_cfg.dropout, model_cfg.pos_enc, model_cfg.tie_embeddings) == (0.1, "learned", False)
+    assert (model_cfg.init, model_cfg.gelu, cfg.batch_order) == ("torch", "tanh", "epochs")
     assert (cfg.batch_size, cfg.max_iters, cfg.learning_rate, cfg.min_lr) == (2, 90, 4e-4, 4e-4)
     assert (cfg.weight_decay, cfg.warmup_iters, cfg.grad_clip, cfg.eval_interval) == (0.1, 0, 0.0, 5)
     assert (cfg.eval_iters, cfg.seed, cfg.dataset, cfg.tokenizer) == (5, 123, "verdict", "gpt2")
