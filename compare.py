@@ -2,8 +2,9 @@
 extrapolation, per-position loss, context extension), write report.md, results.json, CSVs and plots
 (report.py).
 
-    python compare.py config/ablation_cpu.py     # 5 schemes x 3 seeds, Tiny Shakespeare (char), CPU
+    python compare.py config/ablation_cpu.py     # 9 schemes x 3 seeds, Tiny Shakespeare (char), CPU
     python compare.py config/ablation_quick.py   # a small model, about a minute
+    python compare.py config/ablation_cpu.py --jobs=2   # 2 runs at a time (launch.py; SLURM: --launcher)
     python compare.py --eval_only=out/RUN[,out/RUN2,GRID_DIR...] [--key=value ...]
     python compare.py config/tasks_cpu.py        # length generalization: a grid per task of dataset=task:A,B
 

@@ -1,9 +1,9 @@
 # Positional-encoding ablation on a CPU: nanoGPT's baby Shakespeare-char model
 # (config/shakespeare_char_cpu.py, block 64, 4 layers, 4 heads, 128 embd, batch 12, no dropout) trained
-# with each of the 5 schemes x 3 seeds,
-# then evaluated at 1 .. 8x the training length. 1000 iterations instead of 2000 keep the grid (15 runs plus
-# evaluation) under an hour on 2 cores (46.6 min measured while sharing them with other jobs; an estimated
-# ~25 min on an idle machine); see docs/COMPARE.md for the numbers.
+# with each of 9 schemes x 3 seeds (xpos is config/ablation_rope_family.py's),
+# then evaluated at 1 .. 8x the training length. 1000 iterations instead of 2000 keep the grid (27 runs plus
+# evaluation) under an hour on 2 cores (33.0 min with one thread, 2026-12-02; --jobs=2 runs two at a
+# time); see docs/COMPARE.md for the numbers.
 # python compare.py config/ablation_cpu.py
 
 out_dir = "out/ablation_cpu"

@@ -1,5 +1,5 @@
-# A one-minute positional-encoding ablation (python compare.py config/ablation_quick.py; 65 s on 2
-# cores): a 2-layer char model on Tiny Shakespeare, 5 schemes x 2 seeds x 300 iterations, evaluated at
+# A one-minute positional-encoding ablation (python compare.py config/ablation_quick.py; 45 s on 2
+# quiet cores): a 2-layer char model on Tiny Shakespeare, 9 schemes x 2 seeds x 300 iterations, evaluated at
 # 1 .. 8x the training length. Enough to see the shape of every table and plot; the numbers are far from
 # converged (see config/ablation_cpu.py).
 
