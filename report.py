@@ -305,7 +305,9 @@ def write_task_report(records: list[dict], settings: dict, out: Path, command: s
     for lab in labels:
         cells = [_cell(training[lab]["final_val_loss"])]
         cells += [_cell(agg["ranges"][lab][k]) for k in ("exact_in", "exact_out", "token_in", "token_out")]
-        summary_rows.append([lab, *cells, f"{training[lab]['params']['position']:,}"])
+        t = training[lab]
+        times = [f"{t[k][0]:,.0f}" if t[k] else "n/a" for k in ("elapsed_s", "eval_s")]
+        summary_rows.append([lab, *cells, f"{training[lab]['params']['position']:,}", *times])
     by_n = {}
     for kind in ("exact", "token"):
         rows = []
@@ -317,13 +319,15 @@ def write_task_report(records: list[dict], settings: dict, out: Path, command: s
         by_n[kind] = _table(["n", *labels], rows)
     plots = write_task_plot(agg, out)
     header = ["entry", "final val loss", f"exact, n <= {n_train}", f"exact, n > {n_train}",
-              f"per token, n <= {n_train}", f"per token, n > {n_train}", "position params"]  # fmt: skip
+              f"per token, n <= {n_train}", f"per token, n > {n_train}", "position params",
+              "train s", "eval s"]  # fmt: skip
     md = [
         f"# Length generalization: {tcfg['dataset']}\n\n`{command}`\n",
         f"Trained on problem sizes 1 .. {n_train}, evaluated at 1 .. {records[0]['n_eval']} on "
         f"{records[0]['eval_problems']} fixed problems per size (greedy decoding); {tcfg['max_iters']} "
         f"iters, {len(training[labels[0]]['seeds'])} seed(s) per entry: mean ± sample std over seeds. "
-        f"Wall time {wall_s / 60:.1f} min. Accuracy in [0, 1]; highest mean per row in bold.\n",
+        f"Wall time {wall_s / 60:.1f} min; train s and eval s are per run, means over seeds. Accuracy in "
+        "[0, 1]; highest mean per row in bold.\n",
         "## Summary\n", _table(header, summary_rows),
         "## Exact match (whole answer, end mark included) by problem size n\n", by_n["exact"],
         "## Per-token accuracy by problem size n\n", by_n["token"],

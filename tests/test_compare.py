@@ -227,7 +227,8 @@ def test_task_grids_write_accuracy_reports(tmp_path):
         assert results["labels"] == ["learned", "alibi"] and results["n_train"] == 3
         assert list(results["accuracy"]["exact"]["alibi"]) == [str(n) for n in range(1, 10)]
         assert all(0 <= st[0] <= 1 for st in results["accuracy"]["token"]["learned"].values())
-        assert "| 3 (trained) |" in (out / "report.md").read_text()
+        report = (out / "report.md").read_text()
+        assert "| 3 (trained) |" in report and "| position params | train s | eval s |" in report
         run = results["runs"][0]
         assert run["configs"]["train"]["dataset"] == f"task:{task}" and run["n_eval"] == 9
     again = compare.main([f"--eval_only={tmp_path / 'tasks' / 'copy'}", "--task_problems=20"], progress=False)
