@@ -33,6 +33,11 @@ def _cell(st, best=False) -> str:
     return f"**{text}**" if best else text
 
 
+def _mean(st, places: int) -> str:
+    """The mean alone, with thousands separators (timings, speeds), or n/a."""
+    return "n/a" if st is None else f"{st[0]:,.{places}f}"
+
+
 def _table(header: list[str], rows: list[list]) -> str:
     lines = [header, ["---"] * len(header), *rows]
     return "\n".join("| " + " | ".join(map(str, r)) + " |" for r in lines) + "\n"
@@ -121,7 +126,7 @@ def _training_rows(training: dict) -> list[list]:
         losses = [_cell(t[k]) for k in ("final_val_loss", "best_val_loss", "final_train_loss")]
         params = f"{t['params']['non_embedding']:,} / {t['params']['position']:,}"
         speeds = (("tokens_per_sec", 0), ("ms_per_iter", 1), ("elapsed_s", 0), ("eval_s", 0))
-        numbers = [f"{t[k][0]:,.{p}f}" if t[k] else "n/a" for k, p in speeds]
+        numbers = [_mean(t[k], p) for k, p in speeds]
         rows.append([lab, *losses, params, *numbers])
     return rows
 
@@ -303,11 +308,11 @@ def write_task_report(records: list[dict], settings: dict, out: Path, command: s
     tcfg = records[0]["configs"]["train"]
     summary_rows = []
     for lab in labels:
-        cells = [_cell(training[lab]["final_val_loss"])]
-        cells += [_cell(agg["ranges"][lab][k]) for k in ("exact_in", "exact_out", "token_in", "token_out")]
         t = training[lab]
-        times = [f"{t[k][0]:,.0f}" if t[k] else "n/a" for k in ("elapsed_s", "eval_s")]
-        summary_rows.append([lab, *cells, f"{training[lab]['params']['position']:,}", *times])
+        cells = [_cell(t["final_val_loss"])]
+        cells += [_cell(agg["ranges"][lab][k]) for k in ("exact_in", "exact_out", "token_in", "token_out")]
+        times = [_mean(t[k], 0) for k in ("elapsed_s", "eval_s")]
+        summary_rows.append([lab, *cells, f"{t['params']['position']:,}", *times])
     by_n = {}
     for kind in ("exact", "token"):
         rows = []
