@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from configurator import check_ints
+from configurator import Config, check_ints, check_number
 from data.batches import EVAL_SEED, get_batch, load_dataset, random_positions, windows_at
 from data.tasks import Task, eval_problems, get_task
 from model import GPT
@@ -45,58 +45,51 @@ from runtime import Precision, to_device
 from training import TrainConfig, accumulate_gradients, configure_optimizers, optimizer_step
 
 METHODS = ("linear", "ntk", "dynamic", "yarn", "longrope")
+MAX_MULTIPLE = 8.0  # the longest evaluation length, in block sizes
 EVAL_TOKENS = 16384  # tokens per evaluation forward pass
 FT_SEED = 7919  # batch stream of the fine-tune, apart from the training one
 TASK_SEED, TASK_BATCH = 4242, 512  # the tasks' test sets; problems decoded in one batch
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    """How runs are evaluated (compare.py's --key=value namespace, with ModelConfig and TrainConfig)."""
+class EvalConfig(Config):
+    """How compare.py evaluates runs (its --key=value namespace, with ModelConfig and TrainConfig)."""
 
-    eval_lengths: str = "1,1.25,1.5,2,4,8"  # multiples of block_size
+    # --- evaluation
+    eval_lengths: tuple[float, ...] = (1, 1.25, 1.5, 2, 4, 8)  # multiples of block_size, each in (0, 8]
     eval_windows: int = 64  # cap on the number of 8L-token validation windows scored
     stride: int | None = None  # sliding-window stride in tokens; None -> block_size
-    rope_methods: str = "linear,ntk,dynamic,yarn,longrope"  # applied at inference to rope runs; "": none
+    rope_methods: tuple[str, ...] = METHODS  # context extension applied at inference to rope runs; "": none
     finetune_iters: int = 0  # > 0: also fine-tune rope runs at 2L for this many steps
     finetune_lr: float = 1e-4  # constant learning rate of the fine-tune
     task_problems: int = 200  # tasks: test problems per size n
 
-    def __post_init__(self):
-        check_ints(self, ("eval_windows",), 1)
-        check_ints(self, ("finetune_iters",), 0)
-        check_ints(self, ("task_problems",), 1)
-        if self.stride is not None and (isinstance(self.stride, bool) or self.stride < 1):
-            raise ValueError(f"stride must be a positive integer or None, got {self.stride!r}")
-        if not 0 < self.finetune_lr < math.inf:
-            raise ValueError(f"finetune_lr must be a finite number > 0, got {self.finetune_lr!r}")
-        self.multiples()
-        if set(self.methods()) - set(METHODS):
-            raise ValueError(f"rope_methods={self.rope_methods!r}: allowed are {list(METHODS)}")
-
-    def multiples(self) -> list[float]:
-        try:
-            multiples = sorted({float(m) for m in self.eval_lengths.split(",") if m.strip()})
-        except ValueError:
-            multiples = []
-        if not multiples or multiples[0] <= 0:
-            raise ValueError(
-                "eval_lengths must be positive multiples of block_size like '1,2,4', got "
-                f"{self.eval_lengths!r}"
-            )
-        return multiples
-
-    def methods(self) -> list[str]:
-        return [m.strip() for m in self.rope_methods.split(",") if m.strip()]
+    def validate(self):
+        check_ints(self, ("eval_windows",), 1, 2**20)
+        check_ints(self, ("finetune_iters",), 0, 2**31)
+        check_ints(self, ("task_problems",), 1, 100_000)
+        if self.stride is not None:
+            check_ints(self, ("stride",), 1, 2**31)
+        check_number("finetune_lr", self.finetune_lr, 0, strict=True)
+        if not self.eval_lengths:
+            raise ValueError("eval_lengths must list at least one multiple of block_size, like 1,2,4")
+        for m in self.eval_lengths:
+            if not (isinstance(m, float) and 0 < m <= MAX_MULTIPLE):
+                raise ValueError(
+                    f"eval_lengths must be multiples of block_size in (0, {MAX_MULTIPLE:g}] like 1,2,4 (the "
+                    f"scored text is made of {MAX_MULTIPLE:g}L-token windows), got {m!r}"
+                )
+        if unknown := set(self.rope_methods) - set(METHODS):
+            raise ValueError(f"rope_methods: {sorted(unknown)} unknown; allowed are {list(METHODS)}")
 
     def lengths(self, block_size: int) -> list[int]:
-        return sorted({max(1, round(m * block_size)) for m in self.multiples()})
+        return sorted({max(1, round(m * block_size)) for m in self.eval_lengths})
 
     def settings(self, block_size: int) -> dict:
         """What a stored evaluation depends on; a change re-evaluates the run."""
-        keys = ("eval_windows", "rope_methods", "finetune_iters", "finetune_lr", "task_problems")
+        keys = ("eval_windows", "finetune_iters", "finetune_lr", "task_problems")
         fixed = {"lengths": self.lengths(block_size), "stride": self.stride or block_size}
-        return fixed | {k: getattr(self, k) for k in keys}
+        return fixed | {k: getattr(self, k) for k in keys} | {"rope_methods": ",".join(self.rope_methods)}
 
 
 @torch.no_grad()
@@ -241,12 +234,14 @@ def val_region(tcfg: TrainConfig, meta: dict, block_size: int, ev: EvalConfig, d
     if folder_meta["source_sha256"] != meta["source_sha256"]:
         raise ValueError(f"dataset {tcfg.dataset!r} does not hold the text this run was trained on")
     val, tr = splits["val"], splits["train"]
-    n = min(ev.eval_windows, (len(val) - 1) // (8 * block_size))
+    window = int(MAX_MULTIPLE) * block_size
+    n = min(ev.eval_windows, (len(val) - 1) // window)
     if n < 1:
         raise ValueError(
-            f"the val split has {len(val)} tokens, fewer than 8 * block_size + 1 = {8 * block_size + 1}"
+            f"the val split has {len(val)} tokens, fewer than {window + 1} (8 * block_size + 1) that the "
+            "evaluation scores; lower --block_size or use a longer text"
         )
-    return np.asarray(val[: n * 8 * block_size + 1]), tr
+    return np.asarray(val[: n * window + 1]), tr
 
 
 @torch.no_grad()
@@ -282,8 +277,14 @@ def evaluate_task(run: tuple, ev: EvalConfig, device="cpu") -> dict:
     for n in range(1, n_eval + 1):
         right = task_accuracy(model, task, eval_problems(task, n, ev.task_problems, TASK_SEED), precision)
         exact[str(n)], token[str(n)] = float(right.all(1).mean()), float(right.mean())
-    return {"accuracy": {"exact": exact, "token": token}, "n_train": n_train, "n_eval": n_eval,
-            "params": _params(model), "eval_s": time.perf_counter() - t0, "eval_problems": ev.task_problems}
+    return {
+        "accuracy": {"exact": exact, "token": token},
+        "n_train": n_train,
+        "n_eval": n_eval,
+        "params": _params(model),
+        "eval_s": time.perf_counter() - t0,
+        "eval_problems": ev.task_problems,
+    }
 
 
 def _params(model: GPT) -> dict:
@@ -309,10 +310,10 @@ def evaluate_run(run: tuple, ev: EvalConfig, device="cpu", data_dir=None) -> dic
     L = mcfg.block_size
     results = {"": eval_variant(model, region, ev, precision=precision)}
     if mcfg.pos_enc == "rope" and mcfg.rope_scaling is None and mcfg.random_positions is None:
-        for m in ev.methods():
+        for m in ev.rope_methods:
             at = lambda T, m=m: method_scaling(m, T / L, mcfg) if T > L else None
             results[m] = eval_variant(model, region, ev, at, precision)
-        for m in [None, *ev.methods()] if ev.finetune_iters else []:
+        for m in [None, *ev.rope_methods] if ev.finetune_iters else []:
             tuned = copy.deepcopy(model)
             with rope_scaled(tuned, method_scaling(m, 2.0, mcfg) if m else None):
                 finetune(tuned, train_data, tcfg, ev, precision)

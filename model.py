@@ -21,47 +21,66 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import attention_bias  # noqa: F401  (registers the attention-bias schemes in POS_ENCODINGS)
+from configurator import Config, check_ints
 from positional import POS_ENCODINGS, PositionalEncoding
 
 # Options that combine with any scheme (where it supports them): a compare.py entry may set them as it sets
 # its scheme's knobs (rope:qk_norm=true), and a run's label shows them.
 POSITION_OPTIONS = ("qk_norm", "random_positions")
+MAX_SIZE = 2**20  # bound on sizes and lengths: past it a config would only exhaust memory
+# What people call the schemes, for the hint of a pos_enc that is not registered.
+SCHEME_NAMES = {
+    "nope": "none",
+    "rotary": "rope",
+    "rope": "rope",
+    "absolute": "learned",
+    "gpt2": "learned",
+    "wpe": "learned",
+    "sinusoid": "sinusoidal",
+    "sin": "sinusoidal",
+    "t5bias": "t5",
+    "relative": "t5",
+    "xpos": "xpos",
+    "alibi": "alibi",
+}
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """Model hyper-parameters. Scheme knobs (`rope_*`, `t5_*`, `fire_*`, `cope_*`) are None unless set;
-    setting one for another scheme is an error.
+class ModelConfig(Config):
+    """Model hyper-parameters; the defaults are nanoGPT's "baby GPT" (the default run), the GPT-2 124M size
+    is config/gpt2_124m.py. Scheme knobs (`rope_*`, `t5_*`, `fire_*`, `cope_*`) are None unless set; setting
+    one for another scheme is an error.
 
     Hidden defaults, written down: rope rotates the full head (`rope_dim = head size`), base 10000,
     half-split pairing; every scheme uses GPT-2 init (`init="torch"` keeps PyTorch's, as the book does);
     `vocab_size` is padded to a multiple of 64 inside the model (faster matmuls) and logits are sliced
-    back to `vocab_size`. `block="llama"` is the book's
-    GPT-to-Llama step: RMSNorm (eps 1e-5, Llama 2's) and a SwiGLU MLP of hidden size `mlp_hidden` (None:
-    Llama's rule, 8C/3 rounded up to a multiple of 256), usually with bias=False, tie_embeddings=False.
+    back to `vocab_size`. `block="llama"` is the book's GPT-to-Llama step: RMSNorm (eps 1e-5, Llama 2's)
+    and a SwiGLU MLP of hidden size `mlp_hidden` (None: Llama's rule, 8C/3 rounded up to a multiple of
+    256), usually with bias=False, tie_embeddings=False.
     """
 
-    vocab_size: int = 50257
-    block_size: int = 1024
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = True
+    vocab_size: int = 65  # set from the dataset's tokenizer by train.py (GPT-2 BPE: 50257)
+    block_size: int = 64  # context length L (tasks: set from the longest evaluated problem)
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # attention heads (query heads with grouped-query attention)
+    n_embd: int = 128  # width C; head size = n_embd / n_head
+    dropout: float = 0.0  # on embeddings, attention weights and residual branches, in training only
+    bias: bool = False  # biases in Linear layers and LayerNorms (GPT-2: true)
     block: str = "gpt2"  # gpt2 (LayerNorm, GELU MLP) or llama (RMSNorm, SwiGLU MLP)
     gelu: str = "exact"  # block=gpt2: exact (erf, nanoGPT) or tanh (OpenAI's GPT-2 and the book: gelu_new)
     n_kv_head: int | None = None  # grouped-query attention: key/value heads; None -> n_head
     mlp_hidden: int | None = None  # block=llama: SwiGLU hidden size; None -> Llama's rule
     tie_embeddings: bool = True  # lm_head shares wte's weight (GPT-2); false: separate (Llama, the book)
     init: str = "gpt2"  # gpt2: N(0, 0.02), residual projections / sqrt(2 n_layer); torch: PyTorch's defaults
-    pos_enc: str = "rope"
+    # --- positional encoding
+    pos_enc: str = "rope"  # the scheme: learned, sinusoidal, rope, xpos, alibi, t5, kerple, fire, cope, none
     rope_base: float | None = None  # None -> 10000.0
     rope_dim: int | None = None  # rotary features per head; None -> head size (full rotary)
     rope_interleaved: bool | None = None  # None -> False: pairs (i, i + d/2), GPT-NeoX / HF Llama
-    rope_scaling: dict | None = None  # HF-style {"rope_type": ...}, see rope.py
+    rope_scaling: dict | None = None  # HF-style {"rope_type": "yarn", "factor": 4, ...}, see rope.py
     rope_fraction: float | None = None  # p-RoPE: share of the fastest pairs that rotate; None -> 1.0
     rope_nope_interval: int | None = None  # every k-th layer NoPE (SmolLM3: (layer + 1) % k == 0)
-    rope_nope_layers: str | None = None  # or NoPE layers listed: "0,3"
+    rope_nope_layers: tuple[int, ...] | None = None  # or NoPE layers listed: 0,3 ([0,3] in a grid entry)
     xpos_scale_base: float | None = None  # None -> 512 (positional.XPos)
     t5_num_buckets: int | None = None  # None -> 32 (attention_bias.T5Bias)
     t5_max_distance: int | None = None  # None -> 128
@@ -70,13 +89,11 @@ class ModelConfig:
     qk_norm: bool = False  # RMS-normalise q and k per head (no gain) before the positional encoding
     random_positions: int | None = None  # M: sorted positions drawn from [0, M) (Ruoss et al. 2023)
 
-    def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "n_kv_head", "mlp_hidden"):
-            value = getattr(self, name)
-            if value is None and name in ("n_kv_head", "mlp_hidden"):
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    def validate(self):
+        check_ints(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"), 1, MAX_SIZE)
+        for name in ("n_kv_head", "mlp_hidden"):
+            if getattr(self, name) is not None:
+                check_ints(self, (name,), 1, MAX_SIZE)
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"n_embd={self.n_embd} must be divisible by n_head={self.n_head} "
@@ -84,9 +101,6 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        for name in ("qk_norm", "tie_embeddings", "bias"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.block not in BLOCKS:
             raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {self.block!r}")
         if self.n_head % self.kv_heads:
@@ -98,7 +112,9 @@ class ModelConfig:
         if self.mlp_hidden is not None and self.block != "llama":
             raise ValueError(f"mlp_hidden is the SwiGLU width of block='llama', not of block={self.block!r}")
         if self.pos_enc not in POS_ENCODINGS:
-            raise ValueError(f"pos_enc={self.pos_enc!r} is not one of {sorted(POS_ENCODINGS)}")
+            meant = SCHEME_NAMES.get(self.pos_enc.lower().replace("-", ""))
+            hint = f"; did you mean --pos_enc={meant}?" if meant else ""
+            raise ValueError(f"pos_enc={self.pos_enc!r} is not one of {sorted(POS_ENCODINGS)}{hint}")
         scheme = POS_ENCODINGS[self.pos_enc]
         for knob in sorted({k for cls in POS_ENCODINGS.values() for k in cls.knobs} - set(scheme.knobs)):
             if getattr(self, knob) is not None:
@@ -111,11 +127,10 @@ class ModelConfig:
             takers = sorted(n for n, cls in POS_ENCODINGS.items() if cls.random_positions)
             if self.pos_enc not in takers:
                 raise ValueError(f"random_positions is for pos_enc in {takers}, not {self.pos_enc!r}")
-            M = self.random_positions
-            if isinstance(M, bool) or not isinstance(M, int) or self.block_size >= M:
+            if self.block_size >= self.random_positions or self.random_positions > MAX_SIZE:
                 raise ValueError(
-                    f"random_positions (M, positions drawn from [0, M)) must be an integer > block_size="
-                    f"{self.block_size}, got {M!r}"
+                    f"random_positions (M, positions drawn from [0, M)) must be an integer in (block_size="
+                    f"{self.block_size}, {MAX_SIZE}], got {self.random_positions!r}"
                 )
         scheme.validate(self)
 
@@ -328,8 +343,9 @@ class GPT(nn.Module):
         return logits, loss
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 positions=None):
+    def generate(
+        self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None, positions=None
+    ):
         """Append max_new_tokens sampled tokens to idx (B, T0); temperature 0 = greedy. Uses a KV cache;
         with `learned` the context is cropped to block_size like nanoGPT (then every step recomputes).
         `positions` (B, T0 + max_new_tokens): randomized positions of every token, given and generated."""

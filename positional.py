@@ -156,7 +156,7 @@ class SinusoidalPositions(PositionalEncoding):
 
 def nope_layers(config: ModelConfig) -> frozenset[int]:
     """Layers of a rope model that use no positional encoding: every k-th (SmolLM3's
-    `no_rope_layer_interval` = k: layer l is NoPE where (l + 1) % k == 0) or an explicit list "0,3"."""
+    `no_rope_layer_interval` = k: layer l is NoPE where (l + 1) % k == 0) or an explicit list (0, 3)."""
     interval, listed = config.rope_nope_interval, config.rope_nope_layers
     if interval is not None and listed is not None:
         raise ValueError("set rope_nope_interval or rope_nope_layers, not both")
@@ -169,13 +169,10 @@ def nope_layers(config: ModelConfig) -> frozenset[int]:
         return frozenset(layer for layer in range(config.n_layer) if (layer + 1) % interval == 0)
     if listed is None:
         return frozenset()
-    try:
-        layers = [int(x) for x in str(listed).split(",")]
-    except ValueError:
-        layers = [-1]
-    if any(not 0 <= x < config.n_layer for x in layers) or len(set(layers)) != len(layers):
+    layers = list(listed)
+    if not layers or any(not 0 <= x < config.n_layer for x in layers) or len(set(layers)) != len(layers):
         raise ValueError(
-            f"rope_nope_layers must list distinct layer indices in [0, {config.n_layer - 1}] like '1,3', "
+            f"rope_nope_layers must list distinct layer indices in [0, {config.n_layer - 1}] like 1,3, "
             f"got {listed!r}"
         )
     return frozenset(layers)
@@ -186,8 +183,15 @@ class Rotary(PositionalEncoding):
     """RoPE (Su et al. 2021) on q and k in every layer but the NoPE ones (`nope_layers`); rope.py holds the
     maths and conventions (pairing, partial rotary `rope_dim`, p-RoPE `rope_fraction`, scaling)."""
 
-    knobs = ("rope_base", "rope_dim", "rope_interleaved", "rope_scaling", "rope_fraction",
-             "rope_nope_interval", "rope_nope_layers")  # fmt: skip
+    knobs = (
+        "rope_base",
+        "rope_dim",
+        "rope_interleaved",
+        "rope_scaling",
+        "rope_fraction",
+        "rope_nope_interval",
+        "rope_nope_layers",
+    )
     random_positions = True
 
     def __init__(self, config: ModelConfig):

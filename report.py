@@ -12,8 +12,13 @@ from files import write_json, write_text
 from rundir import read_metrics
 
 TRAIN_KEYS = (
-    "final_val_loss", "best_val_loss", "final_train_loss", "tokens_per_sec", "ms_per_iter", "elapsed_s"
-)  # fmt: skip
+    "final_val_loss",
+    "best_val_loss",
+    "final_train_loss",
+    "tokens_per_sec",
+    "ms_per_iter",
+    "elapsed_s",
+)
 
 
 def slug(name: str) -> str:
@@ -87,8 +92,12 @@ def aggregate(records: list[dict]) -> dict:
                 "seed": [r["seed"] for r in rs],
                 "by_seed": curves.tolist(),
             }
-    return {"labels": list(by_label), "training": training, "extrapolation": ext,
-            "per_position": per_position}  # fmt: skip
+    return {
+        "labels": list(by_label),
+        "training": training,
+        "extrapolation": ext,
+        "per_position": per_position,
+    }
 
 
 def _groups(labels: list[str], ext: dict) -> list[tuple[str, list[str]]]:
@@ -156,8 +165,17 @@ def write_report(records: list[dict], settings: dict, out: Path, command: str, w
     notes += table_notes
     _write_csvs(agg["per_position"], out)
     plots = write_plots(records, agg, out, L)
-    header = ["scheme", "final val loss", "best val loss", "final train loss", "params (non-emb / position)",
-              "tokens/s", "ms/iter", "train s/run", "eval s/run"]
+    header = [
+        "scheme",
+        "final val loss",
+        "best val loss",
+        "final train loss",
+        "params (non-emb / position)",
+        "tokens/s",
+        "ms/iter",
+        "train s/run",
+        "eval s/run",
+    ]
     no_plots = (
         "matplotlib is not installed, so no plots: pip install matplotlib, then rerun (finished runs are "
         "reused)."
@@ -182,8 +200,16 @@ def write_report(records: list[dict], settings: dict, out: Path, command: str, w
         "",
     ]
     write_text(out / "report.md", "\n".join(md))
-    results = {"command": command, "wall_s": wall_s, "busy_s": busy_s, "block_size": L, "compare": settings,
-               **agg, "within_spread": notes, "runs": records}  # fmt: skip
+    results = {
+        "command": command,
+        "wall_s": wall_s,
+        "busy_s": busy_s,
+        "block_size": L,
+        "compare": settings,
+        **agg,
+        "within_spread": notes,
+        "runs": records,
+    }
     write_json(out / "results.json", results)
     where = f"{len(notes)} differences smaller than the spread; report: {out / 'report.md'}"
     summary = [*md[2:5], tables[0], where]
@@ -233,8 +259,12 @@ def write_plots(records: list[dict], agg: dict, out: Path, L: int) -> list[str]:
         for key, style in (("val_loss", "-"), ("train_loss", ":")):
             mean = np.mean([[r[key] for r in rs[:n]] for rs in runs], 0)
             ax.plot(its, mean, style, color=colors[lab], label=lab if key == "val_loss" else None)
-    ax.set(xlabel="iteration", ylabel="loss (solid: val, dotted: train)", title="Training (mean over seeds)",
-           ylim=(low - 0.1, low + 1.5))
+    ax.set(
+        xlabel="iteration",
+        ylabel="loss (solid: val, dotted: train)",
+        title="Training (mean over seeds)",
+        ylim=(low - 0.1, low + 1.5),
+    )
     ax.legend()
     files.append(_save(fig, out / "curves.png"))
 
@@ -244,11 +274,17 @@ def write_plots(records: list[dict], agg: dict, out: Path, L: int) -> list[str]:
             for name in names:
                 pts = [(int(T) / L, *st[:2]) for T, st in ext[kind][name].items() if st]
                 x, m, s = np.array(pts).T
-                ax.errorbar(x, m, yerr=s, marker="o", ms=3, capsize=2, color=colors[name], ls=styles[name],
-                            label=name)
+                ax.errorbar(
+                    x, m, yerr=s, marker="o", ms=3, capsize=2, color=colors[name], ls=styles[name], label=name
+                )
             kind_name = kind.replace("nonoverlap", "non-overlapping")
-            ax.set(xscale="log", xlabel="evaluation length T / L", ylabel="val loss",
-                   ylim=(low - 0.05, low + 1.0), title=f"{title}, {kind_name}")
+            ax.set(
+                xscale="log",
+                xlabel="evaluation length T / L",
+                ylabel="val loss",
+                ylim=(low - 0.05, low + 1.0),
+                title=f"{title}, {kind_name}",
+            )
             ax.set_xticks(x, [f"{v:g}" for v in x])
             ax.minorticks_off()
         ax_row[1].legend(fontsize=7)
@@ -262,8 +298,12 @@ def write_plots(records: list[dict], agg: dict, out: Path, L: int) -> list[str]:
             m = m[: len(m) // bins * bins].reshape(-1, bins).mean(1)
             ax.plot((np.arange(len(m)) + 0.5) * bins, m, color=colors[name], ls=styles[name], label=name)
         ax.axvline(L, color="gray", lw=0.8)
-        ax.set(xlabel="position in window (gray: L)", ylabel=f"val loss, mean of {bins} positions",
-               title=title, ylim=(low - 0.4, low + 1.5))
+        ax.set(
+            xlabel="position in window (gray: L)",
+            ylabel=f"val loss, mean of {bins} positions",
+            title=title,
+            ylim=(low - 0.4, low + 1.5),
+        )
         ax.legend(fontsize=7)
     files.append(_save(fig, out / "per_position.png"))
     return files
@@ -297,8 +337,13 @@ def aggregate_tasks(records: list[dict]) -> dict:
                 values = [v for n, v in r["accuracy"][kind].items() if (int(n) <= n_train) == inside]
                 per_seed.append(float(np.mean(values)) if values else None)
             ranges[lab][f"{kind}_{name}"] = _stats(per_seed)
-    return {"labels": list(by_label), "training": training, "accuracy": accuracy, "ranges": ranges,
-            "n_train": n_train}  # fmt: skip
+    return {
+        "labels": list(by_label),
+        "training": training,
+        "accuracy": accuracy,
+        "ranges": ranges,
+        "n_train": n_train,
+    }
 
 
 def write_task_report(records: list[dict], settings: dict, out: Path, command: str, wall_s: float) -> dict:
@@ -323,9 +368,17 @@ def write_task_report(records: list[dict], settings: dict, out: Path, command: s
             rows.append([n + marks, *(_cell(st, st is not None and st[0] == best) for st in cells.values())])
         by_n[kind] = _table(["n", *labels], rows)
     plots = write_task_plot(agg, out)
-    header = ["entry", "final val loss", f"exact, n <= {n_train}", f"exact, n > {n_train}",
-              f"per token, n <= {n_train}", f"per token, n > {n_train}", "position params",
-              "train s", "eval s"]  # fmt: skip
+    header = [
+        "entry",
+        "final val loss",
+        f"exact, n <= {n_train}",
+        f"exact, n > {n_train}",
+        f"per token, n <= {n_train}",
+        f"per token, n > {n_train}",
+        "position params",
+        "train s",
+        "eval s",
+    ]
     md = [
         f"# Length generalization: {tcfg['dataset']}\n\n`{command}`\n",
         f"Trained on problem sizes 1 .. {n_train}, evaluated at 1 .. {records[0]['n_eval']} on "
@@ -333,12 +386,16 @@ def write_task_report(records: list[dict], settings: dict, out: Path, command: s
         f"iters, {len(training[labels[0]]['seeds'])} seed(s) per entry: mean ± sample std over seeds. "
         f"Wall time {wall_s / 60:.1f} min; train s and eval s are per run, means over seeds. Accuracy in "
         "[0, 1]; highest mean per row in bold.\n",
-        "## Summary\n", _table(header, summary_rows),
-        "## Exact match (whole answer, end mark included) by problem size n\n", by_n["exact"],
-        "## Per-token accuracy by problem size n\n", by_n["token"],
-        "## Plots\n", "\n\n".join(f"![{p}]({p})" for p in plots) or "matplotlib is not installed, no plots",
+        "## Summary\n",
+        _table(header, summary_rows),
+        "## Exact match (whole answer, end mark included) by problem size n\n",
+        by_n["exact"],
+        "## Per-token accuracy by problem size n\n",
+        by_n["token"],
+        "## Plots\n",
+        "\n\n".join(f"![{p}]({p})" for p in plots) or "matplotlib is not installed, no plots",
         "",
-    ]  # fmt: skip
+    ]
     write_text(out / "report.md", "\n".join(md))
     results = {"command": command, "wall_s": wall_s, "compare": settings, **agg, "runs": records}
     write_json(out / "results.json", results)
@@ -361,8 +418,16 @@ def write_task_plot(agg: dict, out: Path) -> list[str]:
     for (kind, title), ax in zip(kinds, axes, strict=True):
         for lab in agg["labels"]:
             pts = np.array([(int(n), st[0], st[1]) for n, st in agg["accuracy"][kind][lab].items() if st])
-            ax.errorbar(pts[:, 0], pts[:, 1], yerr=pts[:, 2], marker="o", ms=3, capsize=2, color=colors[lab],
-                        label=lab)  # fmt: skip
+            ax.errorbar(
+                pts[:, 0],
+                pts[:, 1],
+                yerr=pts[:, 2],
+                marker="o",
+                ms=3,
+                capsize=2,
+                color=colors[lab],
+                label=lab,
+            )
         ax.axvline(agg["n_train"] + 0.5, color="gray", lw=0.8)
         ax.set(xlabel="problem size n (gray: largest trained)", ylabel=title, ylim=(-0.03, 1.03), title=title)
     axes[1].legend(fontsize=7)

@@ -78,7 +78,8 @@ SCALING_KEYS = {
     "yarn": ({"factor", "original_max_position_embeddings"}, {"beta_fast", "beta_slow", "attention_factor"}),
     "llama3": ({"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}, set()),
     "longrope": (
-        {"short_factor", "long_factor", "factor", "original_max_position_embeddings"}, {"attention_factor"}
+        {"short_factor", "long_factor", "factor", "original_max_position_embeddings"},
+        {"attention_factor"},
     ),
 }
 LENGTH_DEPENDENT = {"dynamic", "longrope"}  # frequencies that change once the total length passes original

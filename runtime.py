@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from configurator import Config
+
 REPO = Path(__file__).resolve().parent
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Dense bf16 tensor-core peak FLOP/s for MFU, by substring of the CUDA device name, first match wins
@@ -95,6 +97,35 @@ class Precision:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig(Config):
+    """Where and in what precision a model runs: the keys train.py, sample.py, bench.py and compare.py share
+    (their configs derive from this one), checked here once."""
+
+    # --- runtime
+    device: str = "auto"  # auto = cuda > mps > cpu; or cpu, cuda, cuda:N, mps
+    dtype: str = "auto"  # auto = bfloat16 on CUDA if supported (else float16), float32 elsewhere
+    compile: bool = False  # torch.compile the model (pays its compile time on the first steps)
+
+    def validate(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.device != "auto" and not is_device(self.device):
+            raise ValueError(
+                f"device must be 'auto' or a torch device: cpu, cuda, cuda:1, mps; got {self.device!r}"
+            )
+
+    def setup(self, device: str | None = None) -> tuple[str, Precision]:
+        """(the device, checked to be there; its precision policy). `device` overrides the configured one
+        (a grid worker's GPU)."""
+        device = auto_device(device or self.device)
+        return device, Precision.of(self.dtype, device)
+
+    def compiled(self, model: torch.nn.Module) -> torch.nn.Module:
+        """`model` compiled if asked (the uncompiled module stays the one saved and evaluated)."""
+        return torch.compile(model) if self.compile else model
+
+
+@dataclass(frozen=True)
 class Processes:
     """This process's place in a torchrun launch (RANK set), or the single process of a plain run."""
 
@@ -105,7 +136,19 @@ class Processes:
     @classmethod
     def from_env(cls) -> "Processes":
         env = os.environ
-        return cls("RANK" in env, int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)))
+        values = {}
+        for key, default, low in (("RANK", "0", 0), ("WORLD_SIZE", "1", 1), ("LOCAL_RANK", "0", 0)):
+            text = env.get(key, default)
+            if not text.strip().isdigit() or int(text) < low:
+                raise ValueError(
+                    f"{key}={text!r} must be an integer >= {low} (torchrun sets it; unset it otherwise)"
+                )
+            values[key] = int(text)
+        if values["RANK"] >= values["WORLD_SIZE"]:
+            raise ValueError(
+                f"RANK={values['RANK']} must be < WORLD_SIZE={values['WORLD_SIZE']} (set by torchrun)"
+            )
+        return cls("RANK" in env, values["RANK"], values["WORLD_SIZE"])
 
     @property
     def master(self) -> bool:
@@ -175,22 +218,29 @@ def env_info(device: str, world_size: int) -> dict:
     }
 
 
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
 class StopSignals:
-    """While active, SIGINT (Ctrl-C) and SIGTERM only set `requested`; a loop then saves and stops at the
-    end of its iteration. A second signal acts as usual (Ctrl-C twice kills)."""
+    """While active, SIGINT (Ctrl-C), SIGTERM and SIGHUP only set `requested` (and `signum`, which one); a
+    loop then saves and stops at the end of its iteration. A second signal acts as usual: Ctrl-C twice
+    stops at once (the first one says so)."""
 
     def __init__(self):
-        self.requested, self.previous = False, {}
+        self.requested, self.signum, self.previous = False, None, {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
-            self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+            self.previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
         return self
 
     def _handle(self, signum, frame):
-        self.requested = True
+        self.requested, self.signum = True, signum
         signal.signal(signum, self.previous[signum])
-        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this iteration", flush=True)
+        again = "; press Ctrl-C again to stop now" if signum == signal.SIGINT else ""
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this iteration{again}", flush=True)
 
     def __exit__(self, *exc):
         for s, handler in self.previous.items():

@@ -5,63 +5,71 @@ with weights_only=True) and decodes with the KV cache of `GPT.generate` (model.g
 the run's precision policy (runtime.Precision).
 """
 
-import math
 import sys
 from dataclasses import dataclass
 
 import torch
 
-from configurator import check_ints, parse_cli, run_main
+from cli import parse_cli, run_main
+from configurator import check_ints, check_number
+from data.sources import default_prompt
 from data.tokenizers import get_tokenizer
 from model import generate_text
 from rundir import load_run
-from runtime import DTYPES, Precision, auto_device, is_device
+from runtime import RuntimeConfig
 
 MAX_NEW_TOKENS, MAX_SAMPLES = 100_000, 256
 
 
 @dataclass(frozen=True)
-class SampleConfig:
+class SampleConfig(RuntimeConfig):
     """sample.py's keys (nanoGPT's names)."""
 
+    # --- sample
     out_dir: str = "out/default"  # a train.py run directory holding ckpt.pt
-    prompt: str = "\n"  # start text
+    prompt: str | None = None  # start text; None: a newline, or for a task run one of its problems
     max_new_tokens: int = 500
     temperature: float = 0.8  # 0 = greedy
     top_k: int | None = 200  # None or 0: sample from the whole vocabulary
     num_samples: int = 1
     seed: int = 1337
-    device: str = "auto"  # auto = cuda > mps > cpu
-    dtype: str = "auto"  # auto = bfloat16 on CUDA if supported (else float16), float32 elsewhere
 
-    def __post_init__(self):
+    def validate(self):
+        super().validate()
         # bounds: past them the token buffer and KV cache outgrow any machine this repo is meant for
         check_ints(self, ("max_new_tokens",), 0, MAX_NEW_TOKENS)
         check_ints(self, ("num_samples",), 1, MAX_SAMPLES)
         check_ints(self, ("seed",), 0, 2**63 - 1)
-        if not 0 <= self.temperature < math.inf:
-            allowed = "a finite number >= 0 (0 = greedy)"
-            raise ValueError(f"temperature must be {allowed}, got {self.temperature!r}")
-        if self.top_k is not None and (isinstance(self.top_k, bool) or self.top_k < 0):
-            raise ValueError(f"top_k must be an integer >= 0 or none, got {self.top_k!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if self.device != "auto" and not is_device(self.device):
-            allowed = "'auto' or a torch device (cpu, cuda:1, mps)"
-            raise ValueError(f"device must be {allowed}, got {self.device!r}")
+        check_number("temperature", self.temperature, 0)
+        if self.top_k is not None:
+            check_ints(self, ("top_k",), 0, 2**31)
 
 
 def sample(cfg: SampleConfig) -> list[str]:
     """Load cfg.out_dir/ckpt.pt and return `generate_text`'s samples. Characters outside a `char`
-    vocabulary raise ValueError."""
-    device = auto_device(cfg.device)
+    vocabulary raise ValueError (for a task run, with what its prompts look like)."""
+    device, precision = cfg.setup()
     model, _, _, meta = load_run(cfg.out_dir, device)
+    prompt = default_prompt(meta) if cfg.prompt is None else cfg.prompt
     torch.manual_seed(cfg.seed)
-    with Precision.of(cfg.dtype, device).autocast():
-        return generate_text(
-            model, get_tokenizer(meta), cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k or None,
-            cfg.num_samples,
-        )  # fmt: skip
+    try:
+        with precision.autocast():
+            return generate_text(
+                model,
+                get_tokenizer(meta),
+                prompt,
+                cfg.max_new_tokens,
+                cfg.temperature,
+                cfg.top_k or None,
+                cfg.num_samples,
+            )
+    except ValueError as e:
+        if meta["dataset"].startswith("task:") and "not in this" in str(e):
+            example = default_prompt(meta)
+            raise ValueError(
+                f"{e}; a {meta['dataset']} prompt is a problem such as --prompt={example!r}"
+            ) from None
+        raise
 
 
 def main(argv: list[str] | None = None) -> list[str]:

@@ -1,14 +1,15 @@
-"""Train a GPT on one corpus: python train.py [config/preset.py] [--key=value ...]
+"""Train a GPT on one corpus or task: python train.py [config/preset.py] [--key=value ...]
 
-With no preset, config/default.py is used (a small RoPE char model on the embedded pydocs corpus).
+With no preset the defaults train the default run: a small RoPE char model on the embedded pydocs text.
 Multi-GPU / multi-node: torchrun --standalone --nproc_per_node=8 train.py config/shakespeare_char.py
 
 The run directory (`out_dir`, see rundir.py) gets config.json, env.json, metrics.jsonl, ckpt.pt and
-summary.json. Reproducibility: `seed` fixes the initial weights and dropout, `data_seed` the batch order.
-The batch of iteration `it` (micro-step `m` of the global accumulation) is drawn from
-np.random.default_rng((data_seed, it, m)) (data/batches.py), so `--resume` replays exactly what an
-uninterrupted run would see, and a DDP run sees the same batches as one process with the same global
-gradient_accumulation_steps. Validation uses one fixed set of batches, the same in every eval of every run.
+summary.json; a process that trains into it holds its lock. Reproducibility: `seed` fixes the initial
+weights and dropout, `data_seed` the batch order. The batch of iteration `it` (micro-step `m` of the global
+accumulation) is drawn from np.random.default_rng((data_seed, it, m)) (data/batches.py), so `--resume`
+replays exactly what an uninterrupted run would see, and a DDP run sees the same batches as one process
+with the same global gradient_accumulation_steps. Validation uses one fixed set of batches, the same in
+every eval of every run.
 """
 
 import contextlib
@@ -17,7 +18,6 @@ import json
 import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,108 +28,166 @@ from tqdm import tqdm
 import interop
 import rundir
 import training
-from configurator import parse_cli, run_main
+from cli import Stopped, parse_cli, run_main
 from data.sources import load_source
 from data.tokenizers import get_tokenizer
 from evaluate import loss_sum
 from model import GPT, ModelConfig, generate_text
-from runtime import Precision, Processes, StopSignals, env_info, peak_bf16_flops, to_device
+from runtime import Processes, StopSignals, env_info, peak_bf16_flops, to_device
 from training import TrainConfig
-
-DEFAULT_PRESET = Path(__file__).resolve().parent / "config" / "default.py"
 
 
 class Run:
-    """The state of one training job: model, optimizer, data, counters. `train` drives it; each method
-    is one named step of nanoGPT's loop (setup is __init__)."""
+    """The state of one training job: model, optimizer, data, counters. `train` drives it; __init__ runs
+    the named setup steps in order, and each other method is one step of nanoGPT's loop."""
 
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, procs: Processes, stack):
-        if cfg.gradient_accumulation_steps % procs.world:
-            raise ValueError(
-                f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a multiple of the "
-                f"number of processes, {procs.world}"
-            )
-        self.cfg, self.procs, self.out = cfg, procs, rundir.open_run_dir(cfg)
-        self.gas = cfg.gradient_accumulation_steps // procs.world  # micro-steps per process
-        self.device = procs.device(cfg.device)
-        self.precision = Precision.of(cfg.dtype, self.device)
+        self.cfg, self.procs, self.master = cfg, procs, procs.master
+        self.device, self.precision = self._check_processes()
         stack.enter_context(procs.started(self.device))
-        with procs.master_first():  # the master prepares the dataset on first use
-            self.source = load_source(cfg, model_cfg.block_size)
-        self.meta, T = self.source.meta, self.source.train_len  # T: the length of training sequences
-        model_cfg = dataclasses.replace(model_cfg, vocab_size=self.meta["vocab_size"],
-                                        block_size=self.source.block_size)  # fmt: skip
-        init = None
-        if cfg.init_from:  # GPT-2's dimensions (and its weights, unless a checkpoint resumes)
-            if self.meta["vocab_size"] != 50257:
-                raise ValueError(f"init_from={cfg.init_from!r} needs GPT-2's vocabulary: --tokenizer=gpt2")
-            model_cfg, init = interop.gpt2_weights(cfg.init_from, model_cfg)
+        model_cfg = self._load_data(model_cfg)
+        model_cfg, init = self._init_from(model_cfg)
+        self.out = self._own_run_dir(stack)
         ckpt = rundir.resume_checkpoint(self.out, model_cfg, cfg, self.meta) if cfg.resume else None
         self.start = ckpt["iter_num"] if ckpt else 0
+        self._build(model_cfg, init, ckpt)
+        self._fixed_eval_batches()
+        self._accounting(ckpt)
+        self._open_logs(stack, ckpt)
 
+    # --- setup steps -------------------------------------------------------------------------------------
+
+    def _check_processes(self):
+        """The device and precision of this process (under torchrun: its GPU)."""
+        world = self.procs.world
+        if self.cfg.gradient_accumulation_steps % world:
+            raise ValueError(
+                f"gradient_accumulation_steps={self.cfg.gradient_accumulation_steps} must be a multiple of "
+                f"the number of processes, {world}"
+            )
+        self.gas = self.cfg.gradient_accumulation_steps // world  # micro-steps per process
+        return self.cfg.setup(self.procs.device(self.cfg.device))
+
+    def _load_data(self, model_cfg: ModelConfig) -> ModelConfig:
+        """The data source (prepared on first use by the master); the model takes its vocabulary and, for a
+        task, its block_size."""
+        with self.procs.master_first():
+            self.source = load_source(self.cfg, model_cfg.block_size)
+        self.meta, self.T = self.source.meta, self.source.train_len  # T: the length of training sequences
+        return dataclasses.replace(
+            model_cfg, vocab_size=self.meta["vocab_size"], block_size=self.source.block_size
+        )
+
+    def _init_from(self, model_cfg: ModelConfig) -> tuple[ModelConfig, dict | None]:
+        """With init_from: GPT-2's dimensions (checked against this run), and its weights unless resuming."""
+        if not self.cfg.init_from:
+            return model_cfg, None
+        if self.meta["tokenizer"] != "gpt2":
+            raise ValueError(f"init_from={self.cfg.init_from!r} needs GPT-2's vocabulary: --tokenizer=gpt2")
+        model_cfg, load = interop.gpt2_config(self.cfg.init_from, model_cfg)
+        if self.master:
+            print(
+                f"init_from {self.cfg.init_from}: GPT-2 with {model_cfg.n_layer} layers, {model_cfg.n_head}"
+                f" heads, {model_cfg.n_embd} wide"
+                + (model_cfg.pos_enc != "learned")
+                * f"; its position table is dropped (pos_enc={model_cfg.pos_enc})"
+            )
+        return model_cfg, None if self.cfg.resume else load()
+
+    def _own_run_dir(self, stack):
+        """The master locks out_dir and decides what happens to what it holds; the others follow."""
+        out = rundir.run_path(self.cfg)
+        if self.master:
+            stack.enter_context(rundir.lock(out))
+        with self.procs.master_first():
+            if self.master:
+                rundir.open_run_dir(self.cfg)
+        return out
+
+    def _build(self, model_cfg: ModelConfig, init: dict | None, ckpt: dict | None) -> None:
+        """Model (seeded by `seed`), optimizer and grad scaler, from GPT-2 weights or a checkpoint, and the
+        RNG streams of dropout."""
+        cfg, kind, rank = self.cfg, self.precision.device_type, self.procs.rank
         torch.manual_seed(cfg.seed)
         self.raw_model = GPT(model_cfg).to(self.device)
-        betas, kind = (cfg.beta1, cfg.beta2), self.precision.device_type
-        self.optimizer = training.configure_optimizers(self.raw_model, cfg.weight_decay, cfg.learning_rate,
-                                                       betas, kind)  # fmt: skip
+        betas = (cfg.beta1, cfg.beta2)
+        self.optimizer = training.configure_optimizers(
+            self.raw_model, cfg.weight_decay, cfg.learning_rate, betas, kind
+        )
         self.scaler = self.precision.grad_scaler()
-        if init and not ckpt:
+        if init is not None and not ckpt:  # the scheme's own position parameters (t5, fire, ...) stay new
             missing, _ = self.raw_model.load_state_dict(init, strict=False)
             if any(not k.startswith("transformer.wpe.") for k in missing):
                 raise ValueError(f"init_from={cfg.init_from!r} left weights unset: {missing[:5]}")
-            if procs.master:
-                pe = model_cfg.pos_enc
-                print(f"init_from: GPT-2 weights from {cfg.init_from}"
-                      + (pe != "learned") * f", not its wpe (pos_enc={pe})")
         if ckpt:
             self.raw_model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scaler.load_state_dict(ckpt["scaler"])
-        rank = procs.rank
-        if ckpt and len(ckpt["rng"]) == procs.world:  # dropout continues exactly where it stopped
+        if ckpt and len(ckpt["rng"]) == self.procs.world:  # dropout continues exactly where it stopped
             torch.set_rng_state(ckpt["rng"][rank]["torch"])
             if kind == "cuda":
                 torch.cuda.set_rng_state(ckpt["rng"][rank]["cuda"], self.device)
         elif ckpt or rank:  # distinct dropout streams per rank (resuming on another world size is not exact)
             torch.manual_seed(cfg.seed + rank + self.start)
-        self.model = self.eval_model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
-        if procs.ddp:  # eval_model stays unwrapped: evals are not synchronised passes; buffers are fixed
+        self.model = self.eval_model = cfg.compiled(self.raw_model)
+        if self.procs.ddp:  # eval_model stays unwrapped: evals are not synchronised passes; buffers are fixed
             ids = [self.device] if kind == "cuda" else None
             self.model = DDP(self.model, device_ids=ids, broadcast_buffers=False)
-        self.eval_sets = {}  # the same batches every eval and every run; each rank takes its share
-        M = model_cfg.random_positions  # randomized positions: batches are (x, y, positions)
-        for split in ("val", "train"):
-            fixed = self.source.eval_batches(split, cfg.batch_size, cfg.eval_iters, M)
-            self.eval_sets[split] = [tuple(map(self._put, b)) for b in fixed[rank :: procs.world]]
 
-        self.tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * T  # all processes
+    def _fixed_eval_batches(self) -> None:
+        """The same batches every eval and every run; each rank takes its share."""
+        self.eval_sets = {}
+        M, rank, world = self.raw_model.config.random_positions, self.procs.rank, self.procs.world
+        for split in ("val", "train"):
+            fixed = self.source.eval_batches(split, self.cfg.batch_size, self.cfg.eval_iters, M)
+            self.eval_sets[split] = [tuple(map(self._put, b)) for b in fixed[rank::world]]
+
+    def _accounting(self, ckpt: dict | None) -> None:
+        """Tokens and FLOPs per iteration (all processes), the clock and the best loss so far."""
+        cfg = self.cfg
+        self.tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * self.T
+        kind = self.precision.device_type
         name = torch.cuda.get_device_name(self.device) if kind == "cuda" else ""
-        self.peak = procs.world * (peak_bf16_flops(name) or math.nan)
-        self.flops_per_iter = self.raw_model.flops_per_token(T) * self.tokens_per_iter  # once, not per step
+        self.peak = self.procs.world * (peak_bf16_flops(name) or math.nan)
+        self.flops_per_iter = self.raw_model.flops_per_token(self.T) * self.tokens_per_iter
         self.best = ckpt["best_val_loss"] if ckpt else math.inf
         self.t0 = time.perf_counter() - (ckpt["elapsed_s"] if ckpt else 0.0)
         self.last_eval, self.saved_at, self.step_times = (None, None), self.start, []
+
+    def _open_logs(self, stack, ckpt: dict | None) -> None:
+        """TensorBoard first (it is what can still fail), then config.json, env.json and metrics.jsonl, and
+        the run's first console line."""
         self.metrics = None
-        if procs.master:
-            rundir.write_configs(self.out, model_cfg, cfg, env_info(self.device, procs.world))
-            board = cfg.tensorboard_dir or str(self.out / "tensorboard") if cfg.log == "tensorboard" else None
-            keep = self.start if ckpt else None
-            self.metrics = rundir.MetricsLog(self.out, keep_before=keep, tensorboard=board)
-            stack.callback(self.metrics.close)
+        if not self.master:
+            return
+        cfg, model_cfg = self.cfg, self.raw_model.config
+        keep = self.start if ckpt else None
+        board = rundir.tensorboard(cfg, self.out, purge_step=keep or 0) if cfg.log == "tensorboard" else None
+        rundir.write_configs(self.out, model_cfg, cfg, env_info(self.device, self.procs.world))
+        self.metrics = rundir.MetricsLog(self.out, keep_before=keep, board=board)
+        stack.callback(self.metrics.close)
+        if cfg.verbose:
             print(f"model: {json.dumps(model_cfg.to_dict())}\ntrain: {json.dumps(dataclasses.asdict(cfg))}")
-            print(
-                f"{self.raw_model.num_params() / 1e6:.2f}M non-embedding parameters, "
-                f"{self.tokens_per_iter:,} tokens/iter, {procs.world} process(es) on {self.device}, "
-                f"{self.precision.name}" + (f", resuming at iter {self.start}" if ckpt else "")
-            )
+        data = f"{cfg.dataset} ({self.meta['tokenizer']}, vocab {self.meta['vocab_size']:,})"
+        resuming = f", resuming at iter {self.start}" if ckpt else ""
+        print(
+            f"{self.out}: {model_cfg.pos_enc}, {self.raw_model.num_params() / 1e6:.2f}M non-embedding "
+            f"parameters, {data}, {self.tokens_per_iter:,} tokens/iter, {cfg.max_iters} iters, "
+            f"{self.procs.world} process(es) on {self.device} {self.precision.name}{resuming}",
+            flush=True,
+        )
+
+    # --- the loop's steps --------------------------------------------------------------------------------
 
     def _put(self, t: torch.Tensor) -> torch.Tensor:
         return to_device(t, self.device)
 
-    def log(self, message: str, **row) -> None:
-        if self.procs.master:
+    def log(self, message: str | None, **row) -> None:
+        """A row of metrics.jsonl and, if `message`, a console line (master only)."""
+        if self.master:
             self.metrics.write(row | {"elapsed_s": time.perf_counter() - self.t0})
-            tqdm.write(message)
+            if message:
+                tqdm.write(message)
 
     def evaluate(self, it: int) -> None:
         """Mean loss on the fixed (val, train) batches, over all ranks; a non-finite one stops the run."""
@@ -144,8 +202,13 @@ class Run:
                 f"{self.out / rundir.CKPT} keeps the last good state (iter {self.saved_at})"
             )
         self.best = min(self.best, self.last_eval[0])
+
+    def log_eval(self, it: int) -> None:
+        """The eval's row of metrics.jsonl and its console line (the checkpoint is saved by then)."""
         val, tr = self.last_eval
-        self.log(f"iter {it}: val loss {val:.4f}, train loss {tr:.4f}", iter=it, val_loss=val, train_loss=tr)
+        minutes = (time.perf_counter() - self.t0) / 60
+        message = f"iter {it}: val loss {val:.4f}, train loss {tr:.4f} ({minutes:.1f} min, saved ckpt.pt)"
+        self.log(message, iter=it, val_loss=val, train_loss=tr)
 
     def save(self, it: int) -> None:
         """ckpt.pt with every rank's RNG state, so that a resume (DDP too) continues exactly."""
@@ -156,10 +219,20 @@ class Run:
         if self.procs.ddp:
             rngs = [None] * self.procs.world
             dist.all_gather_object(rngs, rng)
-        if self.procs.master:
+        if self.master:
             elapsed = time.perf_counter() - self.t0
-            rundir.save_checkpoint(self.out, self.raw_model, self.optimizer, self.scaler, self.cfg, self.meta,
-                                   iter_num=it, best_val_loss=self.best, elapsed_s=elapsed, rng=rngs)
+            rundir.save_checkpoint(
+                self.out,
+                self.raw_model,
+                self.optimizer,
+                self.scaler,
+                self.cfg,
+                self.meta,
+                iter_num=it,
+                best_val_loss=self.best,
+                elapsed_s=elapsed,
+                rng=rngs,
+            )
         self.saved_at = it
 
     def step(self, it: int, stop: StopSignals) -> tuple[float, float, float, bool]:
@@ -171,9 +244,13 @@ class Run:
         t_step = time.perf_counter()
         rank, gas, M = self.procs.rank, self.gas, self.raw_model.config.random_positions
         micro_batches = (  # seed: the micro-step's index in the global accumulation
-            tuple(map(self._put, self.source.batch((self.cfg.data_seed, it, rank * gas + micro),
-                                                   self.cfg.batch_size, M)))
-            for micro in range(gas)
+            tuple(
+                map(
+                    self._put,
+                    self.source.batch((self.cfg.data_seed, it, rank * gas + m), self.cfg.batch_size, M),
+                )
+            )
+            for m in range(gas)
         )
         loss = training.accumulate_gradients(self.model, micro_batches, gas, self.precision, self.scaler)
         # one small all-reduce: mean loss (logged, NaN check) and stop flag, so that all ranks agree
@@ -226,22 +303,23 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, progress: bool = Tr
 
     `model_cfg.vocab_size` is replaced by the dataset's (meta.json). Under torchrun (RANK set) this is
     DDP: NCCL on CUDA, gloo on the CPU. Evaluation happens at iter 0, every eval_interval and at max_iters,
-    and each eval overwrites ckpt.pt with the current state (the latest, not the best). Ctrl-C or SIGTERM
-    saves a checkpoint and returns with `interrupted` set. A non-finite loss raises FloatingPointError and
-    leaves the last good checkpoint in place.
+    and each eval overwrites ckpt.pt with the current state (the latest, not the best). Ctrl-C, SIGTERM or
+    SIGHUP saves a checkpoint and returns with `interrupted` set to the signal's number. A non-finite loss
+    raises FloatingPointError and leaves the last good checkpoint in place.
 
     Returns:
         A summary: out_dir, iters (completed), final_val_loss and final_train_loss (the last eval, on the
         fixed batches), best_val_loss, tokens_per_sec and ms_per_iter (medians over training steps, evals
         excluded; tokens of all processes), mfu (CUDA with a known peak, else None), elapsed_s, num_params
-        (non-embedding), interrupted, sample (the text printed at the end, or None).
+        (non-embedding), interrupted (False, or the signal's number), sample (the text printed at the end,
+        or None).
     """
     cfg, procs = train_cfg, Processes.from_env()
     with contextlib.ExitStack() as stack:
         run = Run(model_cfg, cfg, procs, stack)
         stop = stack.enter_context(StopSignals())
-        quiet = not (progress and procs.master and sys.stderr.isatty())
-        bar = tqdm(total=cfg.max_iters, initial=run.start, disable=quiet, dynamic_ncols=True)
+        quiet = not (progress and run.master and sys.stderr.isatty())
+        bar = tqdm(total=cfg.max_iters, initial=run.start, disable=quiet, dynamic_ncols=True, leave=False)
         stack.enter_context(bar)
         it, stopping = run.start, False
         while True:
@@ -250,6 +328,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, progress: bool = Tr
                 run.evaluate(it)
             if at_eval or stopping:
                 run.save(it)
+            if at_eval:
+                run.log_eval(it)
             if it >= cfg.max_iters or stopping:
                 break
             loss, lr, dt, stopping = run.step(it, stop)
@@ -261,30 +341,39 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, progress: bool = Tr
                 extra = {"mfu": mfu} if math.isfinite(mfu) else {}
                 msg += f", mfu {100 * mfu:.1f}%" if extra else ""
                 row = dict(iter=it, train_loss=loss, lr=lr, tokens_per_sec=tok_s, ms_per_iter=1000 * dt)
-                run.log(msg, **row, **extra)
+                run.log(msg if cfg.verbose else None, **row, **extra)
             it += 1
         bar.close()
 
-        summary = run.summary(it, stopping)
-        if procs.master:
-            print(f"summary: {json.dumps({k: v for k, v in summary.items() if k != 'sample'})}")
+        summary = run.summary(it, stopping and (stop.signum or 2))
+        if run.master:
             if stopping:
-                print(f"stopped at iter {it}; continue with --resume ({run.out / rundir.CKPT})")
-            elif cfg.sample_tokens:
-                summary["sample"] = run.sample()
-                rule = "---------- sample (temperature 0.8, top_k 200) ----------"
-                print(f"{rule}{summary['sample']}", flush=True)
+                print(f"stopped at iter {it}; {run.out / rundir.CKPT} saved")
+            else:
+                print(
+                    f"done: {run.out}, {it} iters in {summary['elapsed_s'] / 60:.1f} min, final val loss "
+                    f"{summary['final_val_loss']:.4f} (best {summary['best_val_loss']:.4f})",
+                    flush=True,
+                )
+                if cfg.sample_tokens:
+                    summary["sample"] = run.sample()
+                    rule = "---------- sample (temperature 0.8, top_k 200) ----------"
+                    print(f"{rule}\n{summary['sample']}", flush=True)
             rundir.write_summary(run.out, summary)
     return summary
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """CLI: `[preset.py] [--key=value ...]`; without a preset, config/default.py."""
+    """CLI: `[preset.py] [--key=value ...]`."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0].startswith("--"):
-        argv.insert(0, str(DEFAULT_PRESET))
     return train(*parse_cli(argv, __doc__, ModelConfig, TrainConfig))
 
 
+def _command():
+    summary = main()
+    if summary["interrupted"]:
+        raise Stopped(summary["interrupted"])
+
+
 if __name__ == "__main__":
-    run_main(lambda: 130 if main()["interrupted"] else 0, "continue with --resume=true")
+    run_main(_command, "continue with --resume=true")

@@ -8,101 +8,106 @@ from dataclasses import dataclass
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from configurator import check_ints
+from configurator import check_ints, check_number
 from data.tasks import get_task
-from runtime import DTYPES, Precision, is_device
+from runtime import Precision, RuntimeConfig
 
 MAX_SEED = 2**63 - 1  # seeds stay valid for torch.manual_seed after compare.py and DDP add small offsets
+MAX_TASK_N, MAX_TASK_BLOCK = 1000, 4095  # a task's problem size, and the tokens of its longest problem
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything about a training run except the model. Defaults are nanoGPT's where it has one."""
+class TrainConfig(RuntimeConfig):
+    """Everything about a training run except the model. The defaults are the default run (nanoGPT's "baby
+    GPT on a CPU" on the embedded pydocs text); nanoGPT's where it has one."""
 
-    out_dir: str = "out"
+    # --- run
+    out_dir: str = "out/default"  # the run directory (one run; locked while a process trains into it)
+    resume: bool = False  # continue from out_dir/ckpt.pt
+    overwrite: bool = False  # start again in an out_dir that holds a run (replaces its checkpoint, metrics)
+    init_from: str | None = None  # a Hugging Face GPT-2 (directory or hub name): start from its weights
+    seed: int = 1337  # init and dropout
+    # --- data
     dataset: str = "pydocs"  # pydocs, shakespeare, verdict, a UTF-8 .txt file's path, task:NAME (compare.py:
     # task:A,B,... for a grid per task)
     tokenizer: str = "char"  # char or gpt2 (tasks: char)
+    data_dir: str | None = None  # where prepared datasets live; None -> <repo>/data
+    data_seed: int = 0  # batch order
+    batch_order: str = "random"  # random windows every step (nanoGPT), or epochs: every non-overlapping
+    # window once per epoch in a shuffled order, the last partial batch dropped (the book's DataLoader)
     task_n_train: int | None = None  # tasks: problem sizes 1 .. this in training; None -> 16
     task_n_eval: int | None = None  # tasks: the largest size evaluated (the model's block_size fits it);
     # None -> 3 * task_n_train (at most the task's own limit)
     task_plain: bool = False  # task:addition writes the sum most significant digit first
-    data_dir: str | None = None  # where prepared datasets live; None -> <repo>/data
-    batch_order: str = "random"  # random windows every step (nanoGPT), or epochs: every non-overlapping
-    # window once per epoch in a shuffled order, the last partial batch dropped (the book's DataLoader)
+    # --- optimisation
     batch_size: int = 12  # sequences per micro-step per process
     gradient_accumulation_steps: int = 1  # global: split over DDP processes, so tokens/iter stay fixed
-    max_iters: int = 2000
+    max_iters: int = 2000  # optimizer steps
     learning_rate: float = 1e-3  # peak, after warmup
     min_lr: float = 1e-4  # floor of the cosine decay
-    warmup_iters: int = 100
+    warmup_iters: int = 100  # linear warmup to learning_rate
     lr_decay_iters: int = 2000  # cosine reaches min_lr here (nanoGPT: ~max_iters)
     weight_decay: float = 0.1  # on matrices and embeddings only
-    beta1: float = 0.9
-    beta2: float = 0.95
+    beta1: float = 0.9  # AdamW's
+    beta2: float = 0.99  # nanoGPT's small-model value (GPT-2 size: 0.95)
     grad_clip: float = 1.0  # max global grad norm; 0 disables
-    eval_interval: int = 250  # also evaluates at iter 0 and at max_iters
+    # --- evaluation and logging
+    eval_interval: int = 250  # also evaluates at iter 0 and at max_iters; each eval saves ckpt.pt
     eval_iters: int = 20  # fixed batches per split per eval
-    log_interval: int = 10
-    seed: int = 1337  # init and dropout
-    data_seed: int = 0  # batch order
-    device: str = "auto"  # auto = cuda > mps > cpu; or cpu, cuda, cuda:N, mps
-    dtype: str = "auto"  # auto = bfloat16 on CUDA if supported (else float16), float32 elsewhere
-    compile: bool = False
-    resume: bool = False  # continue from out_dir/ckpt.pt
-    overwrite: bool = False  # start again in an out_dir that holds a run (replaces its checkpoint, metrics)
-    sample_tokens: int = 200  # tokens to sample at the end (0: none)
-    init_from: str | None = None  # a Hugging Face GPT-2 (directory or hub name): start from its weights
+    log_interval: int = 50  # iterations between rows of metrics.jsonl (and console lines with verbose)
+    sample_tokens: int = 300  # tokens to sample at the end (0: none)
     log: str = "jsonl"  # jsonl (metrics.jsonl, always written), or tensorboard as well
     tensorboard_dir: str | None = None  # log=tensorboard: the events' folder; None -> out_dir/tensorboard
+    verbose: bool = False  # print the resolved configs and a line per log_interval (else: per eval only)
 
-    def __post_init__(self):
+    def validate(self):
+        super().validate()
         ge_1 = ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval")
-        ge_0 = ("max_iters", "warmup_iters", "lr_decay_iters", "sample_tokens")
-        check_ints(self, ge_1, 1)
-        check_ints(self, ge_0, 0)
+        check_ints(self, ge_1, 1, 2**31)
+        check_ints(self, ("max_iters", "warmup_iters", "lr_decay_iters", "sample_tokens"), 0, 2**31)
         check_ints(self, ("seed", "data_seed"), 0, MAX_SEED)
-        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
+        check_number("learning_rate", self.learning_rate, 0, strict=True)
+        check_number("min_lr", self.min_lr, 0, self.learning_rate)
+        check_number("weight_decay", self.weight_decay, 0)
+        check_number("grad_clip", self.grad_clip, 0)  # 0 disables clipping
+        for name in ("beta1", "beta2"):
+            check_number(name, getattr(self, name), 0, 1)
+            if getattr(self, name) == 1:
+                raise ValueError(f"{name} must be < 1, got 1")
+        if self.warmup_iters > self.lr_decay_iters:
+            raise ValueError(
+                f"warmup_iters={self.warmup_iters} must be <= lr_decay_iters={self.lr_decay_iters}"
+            )
         if self.resume and self.overwrite:
             raise ValueError("resume=true continues the run in out_dir, overwrite=true replaces it: pick one")
-        checks = {
-            "learning_rate": (self.learning_rate > 0, "> 0"),
-            "min_lr": (0 <= self.min_lr <= self.learning_rate, f"in [0, learning_rate={self.learning_rate}]"),
-            "warmup_iters": (
-                self.warmup_iters <= self.lr_decay_iters,
-                f"<= lr_decay_iters={self.lr_decay_iters}",
-            ),
-            "beta1": (0 <= self.beta1 < 1, "in [0, 1)"),
-            "beta2": (0 <= self.beta2 < 1, "in [0, 1)"),
-            "weight_decay": (self.weight_decay >= 0, ">= 0"),
-            "grad_clip": (self.grad_clip >= 0, ">= 0 (0 disables clipping)"),
-            "tokenizer": (self.tokenizer in ("char", "gpt2"), "'char' or 'gpt2'"),
-            "batch_order": (self.batch_order in ("random", "epochs"), "'random' or 'epochs'"),
-            "log": (self.log in ("jsonl", "tensorboard"), "'jsonl' or 'tensorboard'"),
-            "dtype": (self.dtype in DTYPES, f"one of {DTYPES}"),
-            "device": (
-                self.device == "auto" or is_device(self.device),
-                "'auto' or a torch device: cpu, cuda:1, mps",
-            ),
-            "out_dir": (bool(self.out_dir), "non-empty"),
-            "dataset": (bool(self.dataset), "a corpus name or a path to a text file"),
+        choices = {
+            "tokenizer": ("char", "gpt2"),
+            "batch_order": ("random", "epochs"),
+            "log": ("jsonl", "tensorboard"),
         }
-        for name, (ok, allowed) in checks.items():
-            if not ok:
-                raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.tensorboard_dir is not None and self.log != "tensorboard":
+            raise ValueError(
+                "tensorboard_dir is where log=tensorboard writes; add --log=tensorboard or drop it"
+            )
+        for name in ("out_dir", "dataset"):
+            if not getattr(self, name).strip():
+                raise ValueError(f"{name} must not be empty")
+        if self.dataset.startswith("task:"):  # one spelling: task:copy,reverse (no spaces)
+            object.__setattr__(self, "dataset", "task:" + ",".join(self.task_names()))
         self.task_sizes()
 
     def task_names(self) -> list[str]:
         """The tasks of dataset=task:NAME (or task:A,B,... for compare.py), [] for a corpus."""
         if not self.dataset.startswith("task:"):
             return []
-        return [t.strip() for t in self.dataset.removeprefix("task:").split(",")]
+        return [t.strip() for t in self.dataset.removeprefix("task:").split(",") if t.strip()]
 
     def task_sizes(self) -> tuple[int, int] | None:
         """(n_train, n_eval) of a task dataset, None for a corpus; ValueError for task_* values that do not
-        fit (set for a corpus, sizes out of a task's range)."""
+        fit (set for a corpus, sizes out of a task's range or past MAX_TASK_BLOCK tokens)."""
         names = self.task_names()
         if not names:
             if (self.task_n_train, self.task_n_eval, self.task_plain) != (None, None, False):
@@ -115,17 +120,21 @@ class TrainConfig:
         tasks = [get_task(name, self.task_plain and name == "addition") for name in names]
         if self.tokenizer != "char":
             raise ValueError(f"a task has its own characters: use tokenizer='char', not {self.tokenizer!r}")
+        limit = min(task.max_n or MAX_TASK_N for task in tasks)
         if self.task_n_train is not None:
-            check_ints(self, ("task_n_train",), 1)
+            check_ints(self, ("task_n_train",), 1, limit)
         n_train = 16 if self.task_n_train is None else self.task_n_train
-        limit = min(task.max_n or 10**6 for task in tasks)
         n_eval = min(3 * n_train, limit) if self.task_n_eval is None else self.task_n_eval
         if isinstance(n_eval, bool) or not isinstance(n_eval, int) or not n_train <= n_eval <= limit:
             raise ValueError(
                 f"task_n_eval must be an integer in [task_n_train={n_train}, {limit}], got {n_eval!r}"
             )
-        if n_train > limit:
-            raise ValueError(f"task_n_train must be <= {limit} for dataset={self.dataset!r}, got {n_train}")
+        for task in tasks:
+            if (block := sum(task.lengths(n_eval)) - 1) > MAX_TASK_BLOCK:
+                raise ValueError(
+                    f"task:{task.name} at n={n_eval} is {block + 1} tokens, past {MAX_TASK_BLOCK + 1}: lower "
+                    "--task_n_eval (or --task_n_train, whose 3x is the default n_eval)"
+                )
         return n_train, n_eval
 
 

@@ -45,8 +45,14 @@ def with_positions(batch: tuple, rng: np.random.Generator, M: int | None) -> tup
     return batch if M is None else (*batch, random_positions(rng, *batch[0].shape, M))
 
 
-def fixed_eval_batches(data: np.ndarray, block_size: int, batch_size: int, n_batches: int, seed: int,
-                       position_range: int | None = None) -> list[tuple]:
+def fixed_eval_batches(
+    data: np.ndarray,
+    block_size: int,
+    batch_size: int,
+    n_batches: int,
+    seed: int,
+    position_range: int | None = None,
+) -> list[tuple]:
     """`n_batches` CPU batches as get_batch makes them, (batch_size, block_size) each, the same for the same
     arguments."""
     rng = np.random.default_rng(seed)

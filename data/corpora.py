@@ -72,12 +72,13 @@ def sha256_of(data: bytes) -> str:
 
 
 def folder_name(dataset: str) -> str:
-    """The name a prepared dataset is stored under: the registered name, or the file's stem for a path."""
+    """The name a prepared dataset is stored under: the registered name, or for a file its stem and a digest
+    of its absolute path (two files of one name never share a folder)."""
     if dataset in NAMES:
         return dataset
     path = Path(dataset)
     if path.is_file():
-        return path.stem
+        return f"{path.stem}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
     if path.exists():
         raise ValueError(f"dataset {dataset!r} is a directory, not a text file")
     if path.suffix or len(path.parts) > 1:
@@ -104,10 +105,11 @@ def fetch(name: str, download_dir: str | Path, timeout: float = 30.0) -> Path:
     corpus = REMOTE[name]
     hint = (
         f"To work offline, save the file as {corpus.filename} in a folder and set {ENV_VAR} to that folder, "
-        f"or pass --dataset path/to/your.txt or --dataset pydocs."
+        f"or train on a local file (--dataset=path/to/your.txt) or the embedded text (--dataset=pydocs)."
     )
     if os.environ.get(ENV_VAR):
-        local = Path(os.environ[ENV_VAR]) / corpus.filename
+        folder = Path(os.environ[ENV_VAR])
+        local = folder / corpus.filename
         if local.is_file():
             got = sha256_of(local.read_bytes())
             if got != corpus.sha256:
@@ -116,6 +118,8 @@ def fetch(name: str, download_dir: str | Path, timeout: float = 30.0) -> Path:
                     f"{corpus.url}); replace it with the original file or unset {ENV_VAR}"
                 )
             return local
+        where = "does not exist" if not folder.is_dir() else f"has no {corpus.filename}"
+        hint = f"{ENV_VAR}={folder} {where}: put {corpus.filename} there. " + hint
     dest = Path(download_dir) / corpus.filename
     if dest.is_file() and sha256_of(dest.read_bytes()) == corpus.sha256:
         return dest

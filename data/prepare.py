@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from configurator import parse_cli, run_main
+from cli import parse_cli, run_main
+from configurator import Config
 from data import corpora
 from data.tokenizers import TOKENIZERS, new_tokenizer
-from files import write_atomic, write_text
+from files import folder_lock, write_atomic, write_text
 
 DATA_DIR = Path(__file__).resolve().parent
 TRAIN_FRACTION = 0.9
@@ -59,6 +60,11 @@ def _is_prepared(folder: Path, tokenizer: str, sha256: str) -> bool:
     )
 
 
+def folder_of(dataset: str, tokenizer: str, data_dir: str | Path = DATA_DIR) -> Path:
+    """Where `dataset` prepared with `tokenizer` lives: data_dir/<name>_<tokenizer> (corpora.folder_name)."""
+    return Path(data_dir) / f"{corpora.folder_name(dataset)}_{tokenizer}"
+
+
 def prepare(dataset: str, tokenizer: str, data_dir: str | Path = DATA_DIR, force: bool = False) -> Path:
     """Make sure ``data_dir/<name>_<tokenizer>/{train.bin,val.bin,meta.json}`` exist and return that folder.
 
@@ -66,7 +72,7 @@ def prepare(dataset: str, tokenizer: str, data_dir: str | Path = DATA_DIR, force
 
     Args:
         dataset: a registered name (``pydocs``, ``shakespeare``, ``verdict``) or a path to a UTF-8 text
-            file, whose stem then names the folder.
+            file, whose stem and a digest of its path then name the folder.
         tokenizer: ``"char"`` or ``"gpt2"``.
         data_dir: where prepared folders live; downloads go to ``data_dir/downloads``.
         force: prepare again even if an up-to-date folder exists.
@@ -77,9 +83,8 @@ def prepare(dataset: str, tokenizer: str, data_dir: str | Path = DATA_DIR, force
     """
     if tokenizer not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {tokenizer!r}: use one of {', '.join(TOKENIZERS)}")
-    data_dir = Path(data_dir)
-    name = corpora.folder_name(dataset)
-    folder = data_dir / f"{name}_{tokenizer}"
+    data_dir, name = Path(data_dir), corpora.folder_name(dataset)
+    folder = folder_of(dataset, tokenizer, data_dir)
     # A registered download is known by its checksum: reuse without looking for the raw file again.
     if (
         not force
@@ -112,12 +117,22 @@ def prepare(dataset: str, tokenizer: str, data_dir: str | Path = DATA_DIR, force
     splits = {"train": text[:n], "val": text[n:]}
     ids = {split: np.array(tok.encode(part), dtype=np.uint16) for split, part in splits.items()}
 
-    folder.mkdir(parents=True, exist_ok=True)
-    # Remove the old meta first: until the new one lands, the folder does not count as prepared.
-    (folder / "meta.json").unlink(missing_ok=True)
-    for split, arr in ids.items():
-        write_atomic(folder / f"{split}.bin", arr.tofile)
-    meta = {
+    # One writer at a time (another process may be preparing the same folder: wait, then reuse its work).
+    with folder_lock(folder, "", wait=True):
+        if not force and _is_prepared(folder, tokenizer, sha256):
+            return folder
+        # Remove the old meta first: until the new one lands, the folder does not count as prepared.
+        (folder / "meta.json").unlink(missing_ok=True)
+        for split, arr in ids.items():
+            write_atomic(folder / f"{split}.bin", arr.tofile)
+        write_text(
+            folder / "meta.json", json.dumps(_meta(name, tok, source, sha256, ids), ensure_ascii=False) + "\n"
+        )
+    return folder
+
+
+def _meta(name: str, tok, source: str, sha256: str, ids: dict) -> dict:
+    return {
         "dataset": name,
         **tok.state(),  # "tokenizer", plus "chars" for char
         "vocab_size": tok.vocab_size,
@@ -127,12 +142,10 @@ def prepare(dataset: str, tokenizer: str, data_dir: str | Path = DATA_DIR, force
         "val_tokens": len(ids["val"]),
         "dtype": "uint16",
     }
-    write_text(folder / "meta.json", json.dumps(meta, ensure_ascii=False) + "\n")
-    return folder
 
 
 @dataclass(frozen=True)
-class PrepareConfig:
+class PrepareConfig(Config):
     """The command line of `python -m data.prepare`."""
 
     dataset: str = "pydocs"  # a registered corpus name or a path to a UTF-8 text file

@@ -48,13 +48,12 @@ class TextSource:
 
     def eval_batches(self, split: str, batch_size: int, n_batches: int, position_range=None) -> list[tuple]:
         data = self.splits[split]
-        return batches.fixed_eval_batches(data, self.block_size, batch_size, n_batches, batches.EVAL_SEED,
-                                          position_range)  # fmt: skip
+        return batches.fixed_eval_batches(
+            data, self.block_size, batch_size, n_batches, batches.EVAL_SEED, position_range
+        )
 
     def sample_prompt(self) -> str:
-        """A newline when the corpus has one, else its first token."""
-        chars = self.meta.get("chars")
-        return "\n" if chars is None or "\n" in chars else chars[0]
+        return default_prompt(self.meta)
 
 
 class TaskSource:
@@ -79,8 +78,17 @@ class TaskSource:
         return [self._batch(rng, batch_size, position_range) for _ in range(n_batches)]
 
     def sample_prompt(self) -> str:
-        """The prompt of one problem of size n_train."""
-        return self.task.problem(np.random.default_rng(0), self.n_train)[0]
+        return default_prompt(self.meta)
+
+
+def default_prompt(meta: dict) -> str:
+    """What a sample of a run starts from, by its checkpoint's meta: for a task, the prompt of one problem
+    of the largest trained size; for text a newline when the corpus has one, else its first character."""
+    if meta["dataset"].startswith("task:"):
+        task = get_task(meta["dataset"].removeprefix("task:"), meta.get("plain", False))
+        return task.problem(np.random.default_rng(0), meta["n_train"])[0]
+    chars = meta.get("chars")
+    return "\n" if chars is None or "\n" in chars else chars[0]
 
 
 def load_source(cfg: TrainConfig, block_size: int) -> TextSource | TaskSource:
@@ -90,8 +98,10 @@ def load_source(cfg: TrainConfig, block_size: int) -> TextSource | TaskSource:
     if sizes:
         (name, *more) = cfg.task_names()
         if more:
-            raise ValueError(f"a run trains on one task, dataset={cfg.dataset!r} lists several (compare.py "
-                             "runs a grid per task)")  # fmt: skip
+            raise ValueError(
+                f"a run trains on one task, dataset={cfg.dataset!r} lists several (compare.py "
+                "runs a grid per task)"
+            )
         return TaskSource(name, *sizes, plain=cfg.task_plain)
     meta, splits = batches.load_dataset(cfg.dataset, cfg.tokenizer, cfg.data_dir, block_size)
     return TextSource(meta, splits, block_size, cfg.batch_order, cfg.gradient_accumulation_steps)

@@ -9,7 +9,7 @@ ends with the end mark ".", so a model must also know where to stop:
     sort      n symbols, "=", them sorted                      jbcaf=abcfj.
     addition  two n-digit numbers (zero-padded), "=", the n+1 digits of the sum, least significant first
               (Lee et al. 2023, Zhou et al. 2024: each digit then depends only on digits already written
-              and a carry; `plain=True` writes them most significant first)   042+785=728.
+              and a carry; `plain=True` writes them most significant first)   042+785=7280.
     recall    n key-value pairs (distinct keys a-z, digit values), "?", a key, "=", its value   a3q7c1?q=7.
     passkey   n filler letters with "#" and a 5-digit passkey planted at a random depth, then "?=" and the
               passkey (Mohtashami & Jaggi 2023, at character level)   kzq#40213ubw?=40213.
@@ -125,9 +125,17 @@ def task_meta(task: Task, n_train: int, n_eval: int) -> dict:
     and a digest of the task's definition (what resume and evaluation check)."""
     definition = {"task": task.name, "plain": task.plain, "chars": task.chars, "n_train": n_train}
     digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
-    return {"dataset": f"task:{task.name}", "tokenizer": "char", "chars": task.chars,
-            "vocab_size": len(task.chars), "source": f"task:{task.name}", "source_sha256": digest,
-            "n_train": n_train, "n_eval": n_eval}  # fmt: skip
+    return {
+        "dataset": f"task:{task.name}",
+        "tokenizer": "char",
+        "chars": task.chars,
+        "vocab_size": len(task.chars),
+        "source": f"task:{task.name}",
+        "source_sha256": digest,
+        "plain": task.plain,
+        "n_train": n_train,
+        "n_eval": n_eval,
+    }
 
 
 def encode_batch(task: Task, problems: list[tuple[str, str]], length: int) -> tuple[torch.Tensor, ...]:

@@ -6,6 +6,8 @@ state is JSON (the sorted character list for ``char``, nothing for ``gpt2``), ne
 
 import functools
 
+import torch
+
 from data.corpora import DownloadError
 
 TOKENIZERS = ("char", "gpt2")
@@ -62,16 +64,17 @@ def gpt2_encoding():
         "the GPT-2 tokenizer is not available: tiktoken could not load 'r50k_base' or 'gpt2' from its cache "
         "or download them.\n  " + "\n  ".join(errors) + "\nEither go online once (tiktoken then caches "
         "the files), or set TIKTOKEN_CACHE_DIR to a folder holding tiktoken's cache entry for r50k_base "
-        "(file 0ea1e91bbb3a60f729a8dc8f777fd2fc07cd8df4), or use --tokenizer char."
+        "(file 0ea1e91bbb3a60f729a8dc8f777fd2fc07cd8df4), or train with --tokenizer=char."
     )
 
 
 class GPT2Tokenizer:
     """GPT-2 BPE with 50257 ids. Text is encoded as ordinary text: a literal "<|endoftext|>" in a corpus
-    becomes plain tokens, never the special id ``eot_token`` (50256), which is reserved for the caller."""
+    becomes plain tokens, never the special id ``eot_token`` (50256), which is reserved for the caller.
+    `enc`: a tiktoken Encoding (from a checkpoint, `bpe_from_meta`); None: tiktoken's, from its cache."""
 
-    def __init__(self):
-        self.enc = gpt2_encoding()
+    def __init__(self, enc=None):
+        self.enc = enc or gpt2_encoding()
         self.vocab_size = self.enc.n_vocab  # 50257
         self.eot_token = self.enc.eot_token  # 50256
 
@@ -83,6 +86,35 @@ class GPT2Tokenizer:
 
     def state(self) -> dict:
         return {"tokenizer": "gpt2"}
+
+
+def checkpoint_meta(meta: dict) -> dict:
+    """`meta` as a checkpoint keeps it: for GPT-2 BPE with the BPE itself (ranks as byte strings in rank
+    order, their split pattern), so that sampling and export need neither tiktoken's cache nor a network.
+    Stored as tensors and strings: a weights_only checkpoint holds nothing else (0.8 MB)."""
+    if meta.get("tokenizer") != "gpt2" or "bpe_bytes" in meta:
+        return meta
+    enc = gpt2_encoding()
+    tokens = sorted(enc._mergeable_ranks, key=enc._mergeable_ranks.get)  # rank order: 0 .. 50255
+    joined = torch.frombuffer(bytearray(b"".join(tokens)), dtype=torch.uint8)
+    lengths = torch.tensor([len(t) for t in tokens], dtype=torch.int32)
+    return meta | {"bpe_bytes": joined, "bpe_lengths": lengths, "bpe_pattern": enc._pat_str}
+
+
+def bpe_from_meta(meta: dict):
+    """The tiktoken Encoding a checkpoint's meta holds (checkpoint_meta), or None if it holds none."""
+    if "bpe_bytes" not in meta:
+        return None
+    import tiktoken
+
+    data, ranks, at = bytes(meta["bpe_bytes"].tolist()), {}, 0
+    for rank, n in enumerate(meta["bpe_lengths"].tolist()):
+        ranks[data[at : at + n]] = rank
+        at += n
+    special = {"<|endoftext|>": len(ranks)}  # 50256, after the ranks, as in GPT-2
+    return tiktoken.Encoding(
+        "gpt2", pat_str=meta["bpe_pattern"], mergeable_ranks=ranks, special_tokens=special
+    )
 
 
 def new_tokenizer(name: str, text: str):
@@ -103,5 +135,5 @@ def get_tokenizer(meta: dict):
     if name == "char":
         return CharTokenizer(meta["chars"])
     if name == "gpt2":
-        return GPT2Tokenizer()
+        return GPT2Tokenizer(bpe_from_meta(meta))
     raise ValueError(f"unknown tokenizer {name!r} in meta: use one of {', '.join(TOKENIZERS)}")

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from configurator import check_ints, parse_cli, run_main
+from cli import parse_cli, run_main
+from configurator import Config, check_ints
 from model import CausalSelfAttention, ModelConfig
 from positional import POS_ENCODINGS
 
@@ -29,15 +30,17 @@ SIZES = [(12, 64, 4, 32), (8, 1024, 12, 64)]  # (B, T, n_head, head_dim): baby C
 
 
 @dataclass(frozen=True)
-class BenchRopeConfig:
+class BenchRopeConfig(Config):
+    """scripts.bench_rope's keys."""
+
     device: str = "cpu"
     clock: str = "wall"  # wall or process (CPU time of this process)
     threads: int = 0  # torch CPU threads (0: torch's default)
     rounds: int = 3
 
-    def __post_init__(self):
-        check_ints(self, ("threads",), 0)
-        check_ints(self, ("rounds",), 1)
+    def validate(self):
+        check_ints(self, ("threads",), 0, 4096)
+        check_ints(self, ("rounds",), 1, 10_000)
         if self.clock not in ("wall", "process"):
             raise ValueError(f"clock must be 'wall' or 'process', got {self.clock!r}")
 

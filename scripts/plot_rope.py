@@ -15,7 +15,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 
-from configurator import parse_cli, run_main
+from cli import parse_cli, run_main
+from configurator import Config
 from rope import rope_inv_freq
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +48,9 @@ METHODS = {  # label -> (scaling, seq_len for dynamic)
 
 
 @dataclass(frozen=True)
-class PlotConfig:
+class PlotConfig(Config):
+    """scripts.plot_rope's keys."""
+
     out: str = str(ROOT / "docs" / "rope_frequencies.png")  # the PNG to write
 
 

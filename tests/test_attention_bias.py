@@ -23,8 +23,9 @@ def assert_causal_equal(got, expected, q_len, k_len):
     """got (1 or B, nh, q, k) has -inf exactly on future keys and `expected` on the others."""
     future = distances(q_len, k_len) < 0
     assert torch.isneginf(got[..., future]).all() and torch.isfinite(got[..., ~future]).all()
-    torch.testing.assert_close(got.masked_fill(future, 0), expected.masked_fill(future, 0), rtol=1e-5,
-                               atol=1e-6)  # fmt: skip
+    torch.testing.assert_close(
+        got.masked_fill(future, 0), expected.masked_fill(future, 0), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_alibi_slopes_match_the_paper():
@@ -107,8 +108,9 @@ def test_fire_is_the_papers_formula(q_len, k_len):
     with torch.no_grad():
         pe.c.fill_(0.7)
         pe.l.fill_(-1.5)  # |l|: the threshold is 9
-        assert_causal_equal(pe.attn_bias(q_len, k_len, "cpu"), fire_reference(pe, q_len, k_len)[None],
-                            q_len, k_len)  # fmt: skip
+        assert_causal_equal(
+            pe.attn_bias(q_len, k_len, "cpu"), fire_reference(pe, q_len, k_len)[None], q_len, k_len
+        )
 
 
 def test_fire_interpolates_past_the_threshold():

@@ -26,9 +26,23 @@ from rundir import load_run, read_metrics
 from training import TrainConfig
 
 L = 16
-TINY = ["--block_size=16", "--n_layer=1", "--n_head=2", "--n_embd=32", "--bias=false", "--batch_size=4",
-        "--max_iters=4", "--eval_interval=2", "--eval_iters=2", "--warmup_iters=1", "--lr_decay_iters=4",
-        "--sample_tokens=0", "--device=cpu", "--eval_windows=3", "--tokenizer=char"]
+TINY = [
+    "--block_size=16",
+    "--n_layer=1",
+    "--n_head=2",
+    "--n_embd=32",
+    "--bias=false",
+    "--batch_size=4",
+    "--max_iters=4",
+    "--eval_interval=2",
+    "--eval_iters=2",
+    "--warmup_iters=1",
+    "--lr_decay_iters=4",
+    "--sample_tokens=0",
+    "--device=cpu",
+    "--eval_windows=3",
+    "--tokenizer=char",
+]
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +65,15 @@ def grid(tmp_path_factory):
 def test_grid_writes_report_json_and_plots(grid):
     root, _, results = grid
     out = root / "grid"
-    for name in ("report.md", "results.json", "curves.png", "extrapolation.png", "per_position.png",
-                 "per_position_learned.csv", "per_position_rope+yarn.csv"):
+    for name in (
+        "report.md",
+        "results.json",
+        "curves.png",
+        "extrapolation.png",
+        "per_position.png",
+        "per_position_learned.csv",
+        "per_position_rope+yarn.csv",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
     report = (out / "report.md").read_text()
@@ -91,8 +112,18 @@ def test_eval_at_L_equals_train_eval_on_the_same_batches(grid):
 
 def test_eval_only_with_finetune(grid, tmp_path):
     run = grid[0] / "grid" / "rope-seed0"
-    results = compare.main([f"--eval_only={run}", f"--report_dir={tmp_path}", "--rope_methods=linear",
-                            "--finetune_iters=2", "--eval_windows=1", "--eval_lengths=1,2"], progress=False)
+    results = compare.main(
+        [
+            f"--eval_only={run}",
+            f"--report_dir={tmp_path}",
+            f"--data_dir={tmp_path / 'data'}",
+            "--rope_methods=linear",
+            "--finetune_iters=2",
+            "--eval_windows=1",
+            "--eval_lengths=1,2",
+        ],
+        progress=False,
+    )
     assert set(results["extrapolation"]["nonoverlap"]) == {"rope", "rope+linear", "rope+ft", "rope+linear+ft"}
     assert (tmp_path / "report.md").is_file()
 
@@ -156,8 +187,15 @@ def test_eval_only_of_copied_runs_leaves_the_original_grid_untouched(grid, tmp_p
     before = tree(root / "grid")
     for name in ("rope-seed0", "learned-seed0"):
         shutil.copytree(root / "grid" / name, tmp_path / "copies" / name)
-    results = compare.main([f"--eval_only={tmp_path / 'copies'}", "--rope_methods=", "--eval_windows=1",
-                            f"--data_dir={tmp_path / 'data'}"], progress=False)  # fmt: skip
+    results = compare.main(
+        [
+            f"--eval_only={tmp_path / 'copies'}",
+            "--rope_methods=",
+            "--eval_windows=1",
+            f"--data_dir={tmp_path / 'data'}",
+        ],
+        progress=False,
+    )
     assert tree(root / "grid") == before  # byte-identical
     assert (tmp_path / "copies" / "report.md").is_file() and (tmp_path / "copies" / "curves.png").is_file()
     copies = {str(tmp_path / "copies" / n) for n in ("learned-seed0", "rope-seed0")}
@@ -185,9 +223,19 @@ def test_a_moved_grid_resumes_without_training(grid, tmp_path, monkeypatch):
 def test_a_diverged_fine_tune_is_an_error_not_a_nan_in_the_report(grid, tmp_path):
     run = grid[0] / "grid" / "rope-seed0"
     with pytest.raises(FloatingPointError, match="fine-tune diverged"):
-        compare.main([f"--eval_only={run}", f"--report_dir={tmp_path}", "--rope_methods=",
-                      "--finetune_iters=3", "--finetune_lr=1e6", "--grad_clip=0", "--eval_windows=1"],
-                     progress=False)  # fmt: skip
+        compare.main(
+            [
+                f"--eval_only={run}",
+                f"--report_dir={tmp_path}",
+                f"--data_dir={tmp_path / 'data'}",
+                "--rope_methods=",
+                "--finetune_iters=3",
+                "--finetune_lr=1e6",
+                "--grad_clip=0",
+                "--eval_windows=1",
+            ],
+            progress=False,
+        )
     assert not (tmp_path / "report.md").exists()
 
 
@@ -195,7 +243,8 @@ def test_eval_only_of_a_run_without_metrics_is_a_clear_error(grid, tmp_path):
     shutil.copytree(grid[0] / "grid" / "rope-seed0", tmp_path / "run")
     for name in ("compare.json", "summary.json", "metrics.jsonl"):
         (tmp_path / "run" / name).unlink(missing_ok=True)
-    argv = [f"--eval_only={tmp_path / 'run'}", "--rope_methods=", "--eval_windows=1"]
+    argv = [f"--eval_only={tmp_path / 'run'}", "--rope_methods=", "--eval_windows=1",
+            f"--report_dir={tmp_path / 'report'}", f"--data_dir={tmp_path / 'data'}"]  # fmt: skip
     with pytest.raises(ValueError, match=r"metrics\.jsonl not found"):
         compare.main(argv, progress=False)
     (tmp_path / "run" / "metrics.jsonl").write_text("")
@@ -210,8 +259,16 @@ def test_the_default_grid_is_every_registered_scheme():
 def test_task_grids_write_accuracy_reports(tmp_path):
     """dataset=task:A,B runs a grid per task, each with accuracy tables by n and a plot; eval_only reads
     the runs back to the same accuracies."""
-    argv = [*TINY, "--dataset=task:copy,recall", "--task_n_train=3", f"--out_dir={tmp_path / 'tasks'}",
-            "--schemes=learned,alibi", "--n_seeds=1", "--task_problems=20", "--block_size=1024"]  # fmt: skip
+    argv = [
+        *TINY,
+        "--dataset=task:copy,recall",
+        "--task_n_train=3",
+        f"--out_dir={tmp_path / 'tasks'}",
+        "--schemes=learned,alibi",
+        "--n_seeds=1",
+        "--task_problems=20",
+        "--block_size=1024",
+    ]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -234,13 +291,30 @@ def test_task_grids_write_accuracy_reports(tmp_path):
     again = compare.main([f"--eval_only={tmp_path / 'tasks' / 'copy'}", "--task_problems=20"], progress=False)
     assert again["accuracy"] == grids["copy"]["accuracy"]
     with pytest.raises(ValueError, match="eval_only runs of a task must all be of that task"):
-        compare.main([f"--eval_only={tmp_path / 'tasks' / 'copy'},{tmp_path / 'tasks' / 'recall'}"])
+        both = f"--eval_only={tmp_path / 'tasks' / 'copy'},{tmp_path / 'tasks' / 'recall'}"
+        compare.main([both, f"--report_dir={tmp_path / 'mixed'}"], progress=False)
+    assert not (tmp_path / "mixed" / "report.md").exists()  # refused before any run was evaluated
 
 
 # --- grids that scale (issue 15) --------------------------------------------------------------------------
 
-VOLATILE = {"elapsed_s", "tokens_per_sec", "ms_per_iter", "mfu", "eval_s", "wall_s", "busy_s", "out_dir",
-            "run_dir", "command", "jobs", "threads", "launcher", "log", "tensorboard_dir"}  # fmt: skip
+VOLATILE = {
+    "elapsed_s",
+    "tokens_per_sec",
+    "ms_per_iter",
+    "mfu",
+    "eval_s",
+    "wall_s",
+    "busy_s",
+    "out_dir",
+    "run_dir",
+    "command",
+    "jobs",
+    "threads",
+    "launcher",
+    "log",
+    "tensorboard_dir",
+}
 
 
 def numbers(results) -> object:
@@ -257,21 +331,23 @@ def test_parallel_grid_computes_the_sequential_grids_numbers(grid, tmp_path):
     log=tensorboard every run writes its events under one folder, so TensorBoard overlays them."""
     _, argv, results = grid
     log = ["--log=tensorboard"] if importlib.util.find_spec("tensorboard") else []
-    parallel = compare.main([*argv, f"--out_dir={tmp_path / 'grid'}", "--jobs=2", "--threads=1", *log],
-                            progress=False)  # fmt: skip
+    parallel = compare.main(
+        [*argv, f"--out_dir={tmp_path / 'grid'}", "--jobs=2", "--threads=1", *log], progress=False
+    )
     if log:
         boards = sorted(p.name for p in (tmp_path / "grid" / "tensorboard").iterdir())
         assert boards == ["learned-seed0", "learned-seed1", "rope-seed0", "rope-seed1"]
     assert numbers(parallel) == numbers(results)
-    assert (tmp_path / "grid" / "rope-seed1" / "train.log").read_text().count("summary:") == 1  # its own log
+    assert (tmp_path / "grid" / "rope-seed1" / "train.log").read_text().count("done:") == 1  # its own log
 
 
 def test_submitit_local_launcher_runs_the_grid(grid, tmp_path, monkeypatch):
     pytest.importorskip("submitit")
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     _, argv, results = grid
-    out = compare.main([*argv, f"--out_dir={tmp_path / 'grid'}", "--launcher=submitit_local", "--threads=1"],
-                       progress=False)  # fmt: skip
+    out = compare.main(
+        [*argv, f"--out_dir={tmp_path / 'grid'}", "--launcher=submitit_local", "--threads=1"], progress=False
+    )
     assert numbers(out) == numbers(results) and (tmp_path / "grid" / "submitit").is_dir()
 
 
@@ -279,11 +355,26 @@ def test_ctrl_c_stops_a_parallel_grid_and_the_same_command_resumes_it(grid, tmp_
     """Ctrl-C reaches the grid and its workers (one process group); every run stops with a checkpoint,
     and the same command finishes the grid: every run once, trained to the end, its log rows unique."""
     _, argv, _ = grid
-    argv = [*argv, f"--out_dir={tmp_path / 'grid'}", "--jobs=2", "--threads=1", "--max_iters=400",
-            "--lr_decay_iters=400", "--eval_interval=50", "--rope_methods="]  # fmt: skip
+    argv = [
+        *argv,
+        f"--out_dir={tmp_path / 'grid'}",
+        "--jobs=2",
+        "--threads=1",
+        "--max_iters=400",
+        "--lr_decay_iters=400",
+        "--eval_interval=50",
+        "--rope_methods=",
+    ]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "compare.py", *argv], cwd=REPO, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "compare.py", *argv],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not list((tmp_path / "grid").glob("*/ckpt.pt")) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -293,7 +384,11 @@ def test_ctrl_c_stops_a_parallel_grid_and_the_same_command_resumes_it(grid, tmp_
     assert "Traceback" not in err
     results = compare.main(argv, progress=False)
     assert sorted((r["label"], r["seed"]) for r in results["runs"]) == [
-        ("learned", 1337), ("learned", 1338), ("rope", 1337), ("rope", 1338)]  # fmt: skip
+        ("learned", 1337),
+        ("learned", 1338),
+        ("rope", 1337),
+        ("rope", 1338),
+    ]
     for run in results["runs"]:
         assert run["summary"]["iters"] == 400 and not run["summary"]["interrupted"]
         iters = [r["iter"] for r in read_metrics(run["run_dir"]) if "val_loss" in r]

@@ -1,5 +1,6 @@
-"""configurator.py: typed --key=value overrides, presets in a private namespace, routing of keys to
-dataclasses, unknown keys, --help; and that every train.py preset parses with every scheme."""
+"""configurator.py: typed values (one path for the CLI, presets, JSON and Python), list keys, presets in a
+private namespace, routing of keys to dataclasses, unknown keys and their suggestions; and that every
+train.py preset parses with every scheme."""
 
 import dataclasses
 import errno
@@ -8,25 +9,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from configurator import parse_cli, parse_config, run_main
+from configurator import Config, make, parse_config, split_list
 from model import GPT, ModelConfig
 from positional import POS_ENCODINGS
 from training import TrainConfig
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 # train.py's presets (compare.py's, also in config/, add keys of its own)
-TRAIN_PRESETS = ("default", "shakespeare_char_cpu", "shakespeare_char", "book_ch05", "llama_cpu")
+TRAIN_PRESETS = ("gpt2_124m", "shakespeare_char_cpu", "shakespeare_char", "book_ch05", "llama_cpu")
 PRESETS = [CONFIG / f"{name}.py" for name in TRAIN_PRESETS]
 
 
 @dataclasses.dataclass(frozen=True)
-class Knobs:
+class Knobs(Config):
     count: int = 1
     rate: float = 0.5
     flag: bool = False
     name: str = "x"
     maybe: float | None = None
     table: dict | None = None
+    lengths: tuple[float, ...] = (1.0, 2.0)
+    names: tuple[str, ...] = ()
 
 
 def parse(*argv):
@@ -50,6 +53,11 @@ def parse(*argv):
         ("--maybe=0.25", "maybe", 0.25),
         ('--table={"rope_type": "linear", "factor": 2}', "table", {"rope_type": "linear", "factor": 2}),
         ("--table=None", "table", None),
+        ("--lengths=1,1.5,8", "lengths", (1.0, 1.5, 8.0)),
+        ("--lengths=[2, 4]", "lengths", (2.0, 4.0)),
+        ("--names=", "names", ()),
+        ("--names=rope:rope_nope_layers=[0,3],alibi", "names", ("rope:rope_nope_layers=[0,3]", "alibi")),
+        ('--names=["a,b", "c"]', "names", ("a,b", "c")),
     ],
 )
 def test_cli_values_are_coerced_by_declared_type(arg, field, expected):
@@ -67,19 +75,21 @@ def test_cli_values_are_coerced_by_declared_type(arg, field, expected):
         "--table=[1, 2]",
         "--table={bad",
         "--count",
+        "--lengths=1,x",
+        "--lengths=[1, [2]]",
     ],
 )
 def test_bad_cli_values_raise(arg):
-    with pytest.raises(ValueError, match=r"count|flag|rate|table"):
+    with pytest.raises(ValueError, match=r"count|flag|rate|table|lengths"):
         parse(arg)
 
 
 def test_unknown_key_names_the_closest_valid_key(tmp_path):
-    with pytest.raises(ValueError, match=r"'cuont'.*command line.*did you mean 'count'"):
+    with pytest.raises(ValueError, match=r"'cuont'.*command line.*did you mean --count\?"):
         parse("--cuont=3")
     preset = tmp_path / "p.py"
     preset.write_text("max_iter = 10\n")
-    with pytest.raises(ValueError, match=r"'max_iter'.*p\.py.*did you mean 'max_iters'"):
+    with pytest.raises(ValueError, match=r"'max_iter'.*p\.py.*did you mean --max_iters\?"):
         parse_config([str(preset)], ModelConfig, TrainConfig)
     with pytest.raises(ValueError, match="valid keys"):
         parse("--zzzzzz=1")
@@ -137,15 +147,6 @@ def test_presets_can_be_refused():
         parse_config(["out/run"], Knobs, presets=False)
 
 
-def test_help_lists_every_key(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        parse_cli(["--help"], "tool: what it does\n\nmore", ModelConfig, TrainConfig)
-    assert exit_info.value.code == 0
-    out = capsys.readouterr().out
-    assert out.startswith("tool: what it does\n\nkeys")
-    assert all(f"{f.name}=" in out for t in (ModelConfig, TrainConfig) for f in dataclasses.fields(t))
-
-
 def test_a_broken_preset_names_its_file_and_line(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("count = 2\nrate = (\n")
@@ -154,27 +155,6 @@ def test_a_broken_preset_names_its_file_and_line(tmp_path):
     bad.write_text("count = 2\nrate = 1 / 0\n")
     with pytest.raises(ValueError, match=r"preset .*bad\.py, line 2: ZeroDivisionError"):
         parse(str(bad))
-
-
-def test_run_main_turns_expected_failures_into_one_line(capsys):
-    def fail(exc):
-        def main():
-            raise exc
-        return main
-
-    disk_full = OSError(errno.ENOSPC, "No space left on device", "out/run/ckpt.pt")
-    full_message = "error: No space left on device: out/run/ckpt.pt; free some disk space"
-    for exc, message in [(ValueError("bad value"), "error: bad value"), (disk_full, full_message)]:
-        with pytest.raises(SystemExit, match=message):
-            run_main(fail(exc))
-    with pytest.raises(SystemExit) as info:
-        run_main(fail(KeyboardInterrupt()), "resume with the same command")
-    assert info.value.code == 130 and "interrupted; resume with the same command" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as info:
-        run_main(lambda: ["not", "a", "code"])
-    assert info.value.code == 0
-    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
-        run_main(lambda: 1 / 0)
 
 
 def test_book_ch05_preset_is_the_books_gpt_124m_run():
@@ -189,3 +169,51 @@ def test_book_ch05_preset_is_the_books_gpt_124m_run():
     # the book's 163,009,536 at context 1024 is 162,419,712 at 256; ours adds the padded vocabulary rows of
     # wte and lm_head (47 x 768 x 2) and the q, k, v biases the book leaves out (12 x 3 x 768)
     assert sum(p.numel() for p in model.parameters()) == 162_419_712 + 47 * 768 * 2 + 12 * 3 * 768
+
+
+def test_one_path_for_every_value_wherever_it_comes_from():
+    """Python code, JSON (a checkpoint, task_overrides) and the command line all coerce and validate alike."""
+    assert Knobs(count="5e3", flag="yes", lengths=[1, "2.5"]) == parse(
+        "--count=5e3", "--flag=yes", "--lengths=1,2.5"
+    )
+    assert make(Knobs, {"count": 5000.0}, "a dict").count == 5000
+    with pytest.raises(ValueError, match=r"count=5\.5 is not a valid int"):
+        Knobs(count=5.5)
+    with pytest.raises(
+        ValueError, match=r"unknown config key 'cuont' in a checkpoint; did you mean --count\?"
+    ):
+        make(Knobs, {"cuont": 1}, "a checkpoint")
+    with pytest.raises(ValueError, match="name=7 is not a valid str"):
+        make(Knobs, {"name": 7}, "task_overrides")
+
+
+def test_the_names_people_type_get_the_key_they_mean(tmp_path):
+    for typed, meant in (("lr", "learning_rate"), ("emb_dim", "n_embd"), ("context_length", "block_size")):
+        with pytest.raises(ValueError, match=f"did you mean --{meant}\\?"):
+            parse_config([f"--{typed}=1"], ModelConfig, TrainConfig)
+    with pytest.raises(ValueError, match=r"did you mean --pos_enc=none\?"):
+        ModelConfig(pos_enc="nope")
+    with pytest.raises(ValueError, match=r"did you mean --pos_enc=rope\?"):
+        ModelConfig(pos_enc="RoPE")
+    with pytest.raises(
+        ValueError,
+        match=r"preset file 'shakespeare_char_cpu' not found; did you mean config/"
+        r"shakespeare_char_cpu\.py\?",
+    ):
+        parse_config(["shakespeare_char_cpu"], ModelConfig, TrainConfig)
+    with pytest.raises(ValueError, match=r"did you mean config/ablation_cpu\.py\?"):
+        parse_config(["config/ablaton_cpu.py"], ModelConfig, TrainConfig)
+
+
+def test_split_list_keeps_brackets_braces_and_quotes_together():
+    text = 'rope:rope_scaling={"rope_type":"linear","factor":2},rope:rope_nope_layers=[0,3], alibi ,'
+    assert split_list(text) == [
+        'rope:rope_scaling={"rope_type":"linear","factor":2}',
+        "rope:rope_nope_layers=[0,3]",
+        "alibi",
+    ]
+    assert split_list('rope:rope_scaling={"a":1}:qk_norm=true', ":") == [
+        "rope",
+        'rope_scaling={"a":1}',
+        "qk_norm=true",
+    ]

@@ -122,6 +122,9 @@ def test_finetune_equals_a_hand_written_loop():
     [
         (dict(eval_lengths="0,1"), "eval_lengths"),
         (dict(eval_lengths="a,b"), "eval_lengths"),
+        (dict(eval_lengths="inf"), "eval_lengths"),
+        (dict(eval_lengths="1e308"), r"eval_lengths must be multiples of block_size in \(0, 8\]"),
+        (dict(eval_lengths="100"), r"\(0, 8\]"),
         (dict(rope_methods="linear,magic"), "rope_methods"),
         (dict(stride=0), "stride"),
         (dict(eval_windows=0), "eval_windows"),
@@ -136,7 +139,7 @@ def test_eval_config_names_bad_values(kw, match):
 def test_eval_settings_and_lengths():
     ev = evaluate.EvalConfig(eval_lengths="2,1,1.5", stride=None)
     assert ev.lengths(64) == [64, 96, 128]
-    assert ev.methods() == ["linear", "ntk", "dynamic", "yarn", "longrope"]
+    assert ev.rope_methods == ("linear", "ntk", "dynamic", "yarn", "longrope")
     assert ev.settings(64)["stride"] == 64 and ev.settings(64)["lengths"] == [64, 96, 128]
 
 

@@ -13,14 +13,29 @@ from rundir import load_run
 from training import TrainConfig
 
 transformers = pytest.importorskip("transformers")
-RUN = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4", "--max_iters=3",
-       "--eval_interval=3", "--eval_iters=1", "--warmup_iters=1", "--lr_decay_iters=3", "--sample_tokens=0",
-       "--device=cpu", "--bias=false"]  # fmt: skip
+RUN = [
+    "--n_layer=2",
+    "--n_head=2",
+    "--n_embd=32",
+    "--block_size=16",
+    "--batch_size=4",
+    "--max_iters=3",
+    "--eval_interval=3",
+    "--eval_iters=1",
+    "--warmup_iters=1",
+    "--lr_decay_iters=3",
+    "--sample_tokens=0",
+    "--device=cpu",
+    "--bias=false",
+]
 
 
 def trained(tmp_path, pos_enc):
-    paths = [f"--dataset={tiny_corpus(tmp_path)}", f"--data_dir={tmp_path / 'data'}",
-             f"--out_dir={tmp_path / pos_enc}"]
+    paths = [
+        f"--dataset={tiny_corpus(tmp_path)}",
+        f"--data_dir={tmp_path / 'data'}",
+        f"--out_dir={tmp_path / pos_enc}",
+    ]
     argv = [*RUN, f"--pos_enc={pos_enc}", *paths]
     T.train(*parse_config(argv, ModelConfig, TrainConfig), progress=False)
     return tmp_path / pos_enc
@@ -39,7 +54,10 @@ def test_exported_run_loads_with_auto_classes_and_our_logits(tmp_path, pos_enc, 
     assert ids[0].tolist() == [meta["chars"].index(c) for c in text]
     with torch.no_grad():
         torch.testing.assert_close(hf(ids).logits, model(ids, targets=ids)[0], rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="is not empty; choose another --hf_dir or pass --overwrite=true"):
+    with pytest.raises(
+        ValueError,
+        match="is not empty; choose another --hf_dir or replace the export there with --overwrite=true",
+    ):
         export.main([f"--out_dir={run}"])
     export.main([f"--out_dir={run}", "--overwrite=true"])
 

@@ -19,7 +19,7 @@ CASES = {  # id: ModelConfig overrides of helpers.tiny (vocab 65, block 16, 2 la
     "rope-llama-gqa": dict(pos_enc="rope", block="llama", bias=False, n_kv_head=2, tie_embeddings=False),
     "rope-llama-bias-tied": dict(pos_enc="rope", block="llama", bias=True, rope_interleaved=True),
     "alibi-mpt": dict(pos_enc="alibi", bias=False),
-}  # fmt: skip
+}
 
 
 def trained_looking(cfg, seed=0) -> GPT:
@@ -101,24 +101,66 @@ def test_gpt2_tokenizer_encodes_as_tiktoken():
     assert tok.eos_token_id == 50256
 
 
-def test_gpt2_weights_in_give_gpt2s_logits(tmp_path):
-    """A config-built GPT2LMHeadModel saved with save_pretrained, loaded as init_from: identical logits; its
-    tanh GELU is kept; a smaller block_size crops the position table; another scheme drops it."""
-    cfg = transformers.GPT2Config(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=4)
+def saved_gpt2(folder, **kw):
+    cfg = transformers.GPT2Config(
+        **(dict(vocab_size=50257, n_positions=32, n_embd=32, n_layer=2, n_head=4) | kw)
+    )
     torch.manual_seed(0)
     hf = transformers.GPT2LMHeadModel(cfg).eval()
-    hf.save_pretrained(tmp_path)
-    ours_cfg, sd = interop.gpt2_weights(str(tmp_path), tiny(pos_enc="learned", block_size=1024))
-    assert (ours_cfg.n_layer, ours_cfg.block_size, ours_cfg.gelu, ours_cfg.vocab_size) == (2, 32, "tanh", 100)
-    model = GPT(ours_cfg)
-    model.load_state_dict(sd)
-    idx = torch.randint(0, 100, (2, 32), generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        torch.testing.assert_close(model.eval()(idx, targets=idx)[0], hf(idx).logits, rtol=1e-4, atol=1e-5)
-    cropped, sd = interop.gpt2_weights(str(tmp_path), tiny(pos_enc="learned", block_size=8))
-    assert cropped.block_size == 8 and sd["transformer.wpe.weight"].shape == (8, 32)
-    rope, sd = interop.gpt2_weights(str(tmp_path), tiny(pos_enc="rope"))
-    assert "transformer.wpe.weight" not in sd
+    hf.save_pretrained(folder)
+    return hf
+
+
+def test_gpt2_weights_in_give_gpt2s_logits(tmp_path):
+    """A config-built GPT2LMHeadModel saved with save_pretrained, loaded as init_from: identical logits (tied
+    or untied head); its tanh GELU is kept; a smaller block_size crops the position table; another scheme
+    drops it."""
+    for name, kw in (("tied", {}), ("untied", dict(tie_word_embeddings=False))):
+        hf = saved_gpt2(tmp_path / name, **kw)
+        ours_cfg, load = interop.gpt2_config(str(tmp_path / name), tiny(pos_enc="learned", block_size=32))
+        assert (ours_cfg.n_layer, ours_cfg.gelu, ours_cfg.tie_embeddings) == (2, "tanh", name == "tied")
+        model = GPT(ours_cfg)
+        model.load_state_dict(load())
+        idx = torch.randint(0, 50257, (2, 32), generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            torch.testing.assert_close(
+                model.eval()(idx, targets=idx)[0], hf(idx).logits, rtol=1e-4, atol=1e-5
+            )
+    cropped, load = interop.gpt2_config(str(tmp_path / "tied"), tiny(pos_enc="learned", block_size=8))
+    assert cropped.block_size == 8 and load()["transformer.wpe.weight"].shape == (8, 32)
+    rope, load = interop.gpt2_config(str(tmp_path / "tied"), tiny(pos_enc="rope", block_size=1024))
+    sd = load()
+    assert "transformer.wpe.weight" not in sd and rope.block_size == 1024
     GPT(rope).load_state_dict(sd)
-    with pytest.raises(ValueError, match=r"init_from='.*nothing' is not a Hugging Face GPT-2"):
-        interop.gpt2_weights(str(tmp_path / "nothing"), tiny())
+
+
+def test_init_from_refuses_what_it_cannot_map_by_name(tmp_path):
+    """Other architectures, GPT-2 switches our model lacks, another vocabulary, too few positions, a missing
+    folder: each one clear error before any weight is read."""
+    transformers.LlamaConfig(vocab_size=50257, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                             intermediate_size=64).save_pretrained(tmp_path / "llama")  # fmt: skip
+    with pytest.raises(ValueError, match=r"is a llama model; only GPT-2 checkpoints"):
+        interop.gpt2_config(str(tmp_path / "llama"), tiny(pos_enc="learned"))
+    cases = [
+        (dict(activation_function="relu"), "activation_function"),
+        (dict(scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx"),
+        (dict(reorder_and_upcast_attn=True), "reorder_and_upcast_attn"),
+        (dict(n_inner=48), "n_inner"),
+        (dict(vocab_size=60000), "vocabulary of 60000 tokens, the gpt2 tokenizer 50257"),
+        (dict(vocab_size=1000), "vocabulary of 1000 tokens"),
+    ]
+    for i, (kw, match) in enumerate(cases):
+        transformers.GPT2Config(n_embd=32, n_layer=1, n_head=4, n_positions=16, **kw).save_pretrained(
+            tmp_path / f"c{i}"
+        )
+        with pytest.raises(ValueError, match=match):
+            interop.gpt2_config(str(tmp_path / f"c{i}"), tiny(pos_enc="learned"))
+    saved_gpt2(tmp_path / "gpt2", n_positions=8)
+    with pytest.raises(
+        ValueError, match=r"8 learned positions, fewer than block_size=16: use --block_size=8"
+    ):
+        interop.gpt2_config(str(tmp_path / "gpt2"), tiny(pos_enc="learned"))
+    with pytest.raises(ValueError, match="init_from loads GPT-2 blocks"):
+        interop.gpt2_config(str(tmp_path / "gpt2"), tiny(pos_enc="rope", block="llama"))
+    with pytest.raises(ValueError, match=r"init_from='.*nothing': no such directory"):
+        interop.gpt2_config(str(tmp_path / "nothing"), tiny())

@@ -5,7 +5,7 @@
   (compare.py runs train.py's `train`), never to borrow a helper;
 - `from module import name` and `module.name` name something `module` defines itself, not something it
   imported (no reaching into one module through another), in the tests too;
-- every module has tests/test_<module>.py; no sys.path edits; files stay under 400 lines.
+- every module has tests/test_<module>.py; no sys.path edits; files stay under 500 lines.
 """
 
 import ast
@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = {"train", "sample", "compare", "bench", "export", "scripts.bench_rope", "scripts.plot_rope"}
 ENTRY_IMPORTS = {("compare", "train"): {"train"}}  # (importer, entry point): the names it may take
-MAX_LINES = 400
+MAX_LINES = 500
 
 
 def module_name(path: Path) -> str:
@@ -89,7 +89,7 @@ def test_no_import_cycles():
     def visit(m, path):
         state[m] = "open"
         for t in sorted(edges[m]):
-            assert state.get(t) != "open", "import cycle: " + " -> ".join([*path[path.index(t):], t])
+            assert state.get(t) != "open", "import cycle: " + " -> ".join([*path[path.index(t) :], t])
             if t not in state:
                 visit(t, [*path, t])
         state[m] = "done"
@@ -118,12 +118,19 @@ def test_names_are_taken_from_the_module_that_defines_them(module):
         if isinstance(node, ast.Import):
             aliases.update({a.asname or a.name: t for a in node.names if (t := resolve(a.name, module))})
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            aliases.update({a.asname or a.name: t for a in node.names
-                            if (t := resolve(f"{node.module}.{a.name}", module))})  # fmt: skip
+            aliases.update(
+                {
+                    a.asname or a.name: t
+                    for a in node.names
+                    if (t := resolve(f"{node.module}.{a.name}", module))
+                }
+            )
     for target, names, line in GRAPH[module]:
         for name in names:
-            assert name in defined(target), f"{SOURCES[module].name}:{line} takes {name!r} from {target}, " \
-                                            f"which does not define it; import it from where it is defined"
+            assert name in defined(target), (
+                f"{SOURCES[module].name}:{line} takes {name!r} from {target}, "
+                f"which does not define it; import it from where it is defined"
+            )
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
             target = aliases[node.value.id]

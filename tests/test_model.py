@@ -138,13 +138,21 @@ def test_bfloat16_autocast_runs_every_scheme(pos_enc):
 
 def test_learned_matches_hugging_face_gpt2():
     transformers = pytest.importorskip("transformers")
-    cfg = tiny("learned", vocab_size=100, block_size=24, n_layer=3)
+    cfg = tiny("learned", vocab_size=100, block_size=24, n_layer=3, bias=True)
     torch.manual_seed(0)
     ours = GPT(cfg).eval()
     hf_cfg = transformers.GPT2Config(
-        vocab_size=100, n_positions=24, n_embd=32, n_layer=3, n_head=4, activation_function="gelu",
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
-    )  # fmt: skip
+        vocab_size=100,
+        n_positions=24,
+        n_embd=32,
+        n_layer=3,
+        n_head=4,
+        activation_function="gelu",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        layer_norm_epsilon=1e-5,
+    )
     hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
     sd = ours.state_dict()
     with torch.no_grad():
@@ -166,7 +174,7 @@ def test_learned_matches_hugging_face_gpt2():
         (dict(n_embd=30), "n_embd=30 must be divisible by n_head=4"),
         (dict(n_embd=36, n_head=4), "even head size"),
         (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
-        (dict(n_layer=0), "n_layer must be a positive integer"),
+        (dict(n_layer=0), r"n_layer must be an integer in \[1, "),
         (dict(pos_enc="learned", rope_base=500.0), r"rope_base=500.0 is only used by .*\['rope', 'xpos'\]"),
         (dict(rope_dim=12), "rotary_dim"),
         (dict(rope_base=-1.0), "base"),
@@ -277,7 +285,7 @@ def test_randomized_positions():
         (dict(pos_enc="alibi", random_positions=64), r"random_positions is for pos_enc in \['learned', 'r"),
         (dict(pos_enc="none", random_positions=64), "random_positions is for pos_enc in"),
         (dict(random_positions=64, rope_scaling={"rope_type": "linear", "factor": 2.0}), "pick one"),
-        (dict(qk_norm="yes"), "qk_norm must be true or false"),
+        (dict(qk_norm="maybe"), "qk_norm='maybe' is not a valid bool"),
     ],
 )
 def test_model_options_are_validated(kw, match):
@@ -286,8 +294,11 @@ def test_model_options_are_validated(kw, match):
 
 
 LLAMA_SHAPES = [  # (n_layer, n_head, n_kv_head, n_embd, tie): MHA, GQA, MQA, tied
-    (2, 4, 4, 32, False), (3, 4, 2, 32, False), (1, 8, 1, 64, False), (2, 4, 2, 32, True),
-]  # fmt: skip
+    (2, 4, 4, 32, False),
+    (3, 4, 2, 32, False),
+    (1, 8, 1, 64, False),
+    (2, 4, 2, 32, True),
+]
 
 
 @pytest.mark.parametrize(("n_layer", "n_head", "n_kv", "C", "tie"), LLAMA_SHAPES)
@@ -295,15 +306,36 @@ def test_llama_block_equals_hugging_face_llama(n_layer, n_head, n_kv, C, tie):
     """block=llama (RMSNorm, SwiGLU, no biases, GQA) with rope == LlamaForCausalLM built from the same config
     with the weights copied over, logits element-wise (random init, nothing downloaded)."""
     transformers = pytest.importorskip("transformers")
-    cfg = ModelConfig(vocab_size=100, block_size=32, n_layer=n_layer, n_head=n_head, n_kv_head=n_kv,
-                      n_embd=C, bias=False, block="llama", tie_embeddings=tie, rope_base=5e5)  # fmt: skip
+    cfg = ModelConfig(
+        vocab_size=100,
+        block_size=32,
+        n_layer=n_layer,
+        n_head=n_head,
+        n_kv_head=n_kv,
+        n_embd=C,
+        bias=False,
+        block="llama",
+        tie_embeddings=tie,
+        rope_base=5e5,
+    )
     torch.manual_seed(0)
     ours = GPT(cfg).eval()
-    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=100, hidden_size=C, intermediate_size=cfg.swiglu_hidden, num_hidden_layers=n_layer,
-        num_attention_heads=n_head, num_key_value_heads=n_kv, max_position_embeddings=32, rms_norm_eps=1e-5,
-        rope_parameters={"rope_type": "default", "rope_theta": 5e5}, tie_word_embeddings=tie,
-        attention_bias=False, mlp_bias=False)).eval()  # fmt: skip
+    hf = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=100,
+            hidden_size=C,
+            intermediate_size=cfg.swiglu_hidden,
+            num_hidden_layers=n_layer,
+            num_attention_heads=n_head,
+            num_key_value_heads=n_kv,
+            max_position_embeddings=32,
+            rms_norm_eps=1e-5,
+            rope_parameters={"rope_type": "default", "rope_theta": 5e5},
+            tie_word_embeddings=tie,
+            attention_bias=False,
+            mlp_bias=False,
+        )
+    ).eval()
     hs, sd = C // n_head, ours.state_dict()
     with torch.no_grad():
         hf.model.embed_tokens.weight.copy_(sd["transformer.wte.weight"][:100])

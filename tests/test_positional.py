@@ -16,13 +16,17 @@ SCHEMES = sorted(POS_ENCODINGS)
 
 # position parameters of `tiny` (block 16, 2 layers, 4 heads, 32 wide, head size 8), from the papers' sizes
 POSITION_PARAMS = {
-    "none": 0, "sinusoidal": 0, "rope": 0, "xpos": 0, "alibi": 0,
+    "none": 0,
+    "sinusoidal": 0,
+    "rope": 0,
+    "xpos": 0,
+    "alibi": 0,
     "learned": 16 * 32,  # a row per position
     "t5": 32 * 4,  # 32 buckets x heads, one table
     "kerple": 2 * 2 * 4,  # r1, r2 per layer and head
     "fire": (32 + 32) + (4 * 32 + 4) + 2,  # MLP 1 -> 32 -> heads, c, threshold
     "cope": 2 * 16 * 8,  # per layer: block_size positions x head size
-}  # fmt: skip
+}
 
 
 def test_registry_has_every_scheme():
@@ -122,8 +126,9 @@ def test_nope_layers_attend_like_none():
     assert hybrid.transformer.wpe.nope_layers == {0, 2}
     x = torch.randn(2, 12, 32, generator=torch.Generator().manual_seed(5))
     for layer, same in [(0, True), (1, False), (2, True)]:
-        ours, theirs = (m.transformer.h[layer].attn(x, m.transformer.wpe, None, 3, None, layer)
-                        for m in (hybrid, none))  # fmt: skip
+        ours, theirs = (
+            m.transformer.h[layer].attn(x, m.transformer.wpe, None, 3, None, layer) for m in (hybrid, none)
+        )
         assert torch.equal(ours, theirs) == same
     every = model_for("rope", n_layer=3, rope_nope_interval=1, seed=4)
     idx = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(6))
@@ -137,7 +142,7 @@ def test_nope_layers_attend_like_none():
         (dict(rope_nope_interval=0), r"rope_nope_interval must be an integer in \[1, n_layer=2\]"),
         (dict(rope_nope_layers="2"), r"rope_nope_layers must list distinct layer indices in \[0, 1\]"),
         (dict(rope_nope_layers="1,1"), "distinct"),
-        (dict(rope_nope_layers="a"), "distinct"),
+        (dict(rope_nope_layers="a"), "not a valid int"),
         (dict(rope_nope_layers="1", rope_nope_interval=2), "not both"),
         (dict(rope_fraction=0.0), r"fraction \(p-RoPE\) must be a number in \(0, 1\]"),
         (dict(pos_enc="xpos", xpos_scale_base=0.0), "xpos_scale_base must be a positive number"),

@@ -16,17 +16,21 @@ import pytest
 from helpers import REPO, TEXT, gpt2_or_skip, leftovers, write
 
 from data import corpora
-from data.prepare import load_meta, prepare
+from data.prepare import folder_of, load_meta, prepare
 from data.tokenizers import get_tokenizer
 
 
 def test_prepare_local_file_splits_90_10_then_tokenizes(tmp_path):
     src = write(tmp_path / "story.txt", TEXT)
     folder = prepare(str(src), "char", tmp_path / "out")
-    assert folder == tmp_path / "out" / "story_char"
+    assert folder == folder_of(str(src), "char", tmp_path / "out") and folder.name.startswith("story-")
     meta = load_meta(folder)
     n = int(len(TEXT) * 0.9)
-    assert meta["dataset"] == "story" and meta["tokenizer"] == "char" and meta["dtype"] == "uint16"
+    assert (
+        meta["dataset"] == folder.name.removesuffix("_char")
+        and meta["tokenizer"] == "char"
+        and meta["dtype"] == "uint16"
+    )
     assert meta["chars"] == sorted(set(TEXT)) and meta["vocab_size"] == len(meta["chars"])
     assert meta["source_sha256"] == hashlib.sha256(TEXT.encode()).hexdigest()
     assert (meta["train_tokens"], meta["val_tokens"]) == (n, len(TEXT) - n)
@@ -101,7 +105,7 @@ def test_interrupted_prepare_leaves_no_partial_or_stale_dataset(tmp_path, monkey
     monkeypatch.setattr(os, "replace", real_replace)
     # The new train.bin landed but val.bin did not: the old meta.json is gone, so nothing looks complete.
     assert not (folder / "meta.json").exists()
-    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no temp files
+    assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []  # no temp files
     prepare(str(src), "char", tmp_path)
     assert load_meta(folder)["train_tokens"] == int(len(TEXT) * 2 * 0.9)
 
@@ -159,8 +163,6 @@ def test_cli_prepares_and_reports_errors(tmp_path):
     done = subprocess.run([*cmd, f"--dataset={src}"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert f"train {int(len(TEXT) * 0.9)} tokens" in done.stdout
-    assert load_meta(tmp_path / "story_char")["dataset"] == "story"
-    bad = subprocess.run(
-        [*cmd, "--dataset=nope.txt"], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
+    assert load_meta(folder_of(str(src), "char", tmp_path))["dataset"].startswith("story-")
+    bad = subprocess.run([*cmd, "--dataset=nope.txt"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "error: dataset file 'nope.txt' does not exist" in bad.stderr

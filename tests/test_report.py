@@ -30,25 +30,53 @@ def record(label, seed, loss, tmp_path):
     run_dir.mkdir()
     rows = [{"iter": it, "val_loss": loss + d, "train_loss": loss + d} for it, d in ((0, 1.0), (4, 0.0))]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    ev = {"nonoverlap": {"8": loss, "16": loss + 0.5}, "sliding": {"8": loss, "16": loss + 0.4},
-          "per_position": [loss] * 16}  # fmt: skip
-    summary = {"out_dir": str(run_dir), "final_val_loss": loss, "best_val_loss": loss,
-               "final_train_loss": loss, "tokens_per_sec": 1000.0, "ms_per_iter": 5.0, "elapsed_s": 2.0}
+    ev = {
+        "nonoverlap": {"8": loss, "16": loss + 0.5},
+        "sliding": {"8": loss, "16": loss + 0.4},
+        "per_position": [loss] * 16,
+    }
+    summary = {
+        "out_dir": str(run_dir),
+        "final_val_loss": loss,
+        "best_val_loss": loss,
+        "final_train_loss": loss,
+        "tokens_per_sec": 1000.0,
+        "ms_per_iter": 5.0,
+        "elapsed_s": 2.0,
+    }
     configs = {"model": {"block_size": 8}, "train": {"dataset": "tiny", "tokenizer": "char", "max_iters": 4}}
-    return {"label": label, "seed": seed, "summary": summary, "configs": configs, "eval": {"": ev},
-            "run_dir": str(run_dir),
-            "params": {"non_embedding": 10, "position": 0}, "eval_s": 1.0, "eval_tokens": 64}  # fmt: skip
+    return {
+        "label": label,
+        "seed": seed,
+        "summary": summary,
+        "configs": configs,
+        "eval": {"": ev},
+        "run_dir": str(run_dir),
+        "params": {"non_embedding": 10, "position": 0},
+        "eval_s": 1.0,
+        "eval_tokens": 64,
+    }
 
 
 def test_write_report_files_and_numbers(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    records = [record(lab, s, loss + 0.01 * s, tmp_path) for lab, loss in (("rope", 1.0), ("alibi", 1.2))
-               for s in (0, 1)]  # fmt: skip
+    records = [
+        record(lab, s, loss + 0.01 * s, tmp_path)
+        for lab, loss in (("rope", 1.0), ("alibi", 1.2))
+        for s in (0, 1)
+    ]
     results = report.write_report(records, {"stride": None}, tmp_path / "out", "python compare.py", 60.0)
     out = tmp_path / "out"
     names = {p.name for p in out.iterdir()}
-    assert names >= {"report.md", "results.json", "curves.png", "extrapolation.png", "per_position.png",
-                     "per_position_rope.csv", "per_position_alibi.csv"}  # fmt: skip
+    assert names >= {
+        "report.md",
+        "results.json",
+        "curves.png",
+        "extrapolation.png",
+        "per_position.png",
+        "per_position_rope.csv",
+        "per_position_alibi.csv",
+    }
     assert results["extrapolation"]["nonoverlap"]["rope"]["16"][:1] == [pytest.approx(1.505)]
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
     text = (out / "report.md").read_text()

@@ -15,13 +15,27 @@ HF_CASES = {
     "default": {"rope_type": "default"},
     "linear": {"rope_type": "linear", "factor": 4.0},
     "dynamic": {"rope_type": "dynamic", "factor": 4.0},  # HF: original length = max_position_embeddings
-    "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": ORIG, "beta_fast": 32,
-             "beta_slow": 1},
-    "yarn_defaults": {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": ORIG,
-                      "attention_factor": 1.5},
-    "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-               "original_max_position_embeddings": ORIG},
-}  # fmt: skip
+    "yarn": {
+        "rope_type": "yarn",
+        "factor": 4.0,
+        "original_max_position_embeddings": ORIG,
+        "beta_fast": 32,
+        "beta_slow": 1,
+    },
+    "yarn_defaults": {
+        "rope_type": "yarn",
+        "factor": 2.0,
+        "original_max_position_embeddings": ORIG,
+        "attention_factor": 1.5,
+    },
+    "llama3": {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": ORIG,
+    },
+}
 # (offset, T): inside the original length, across it, and far beyond it
 SPANS = [(0, 16), (37, 16), (60, 10), (1000, 24), (5000, 8)]
 
@@ -241,14 +255,23 @@ def test_longrope_matches_hf_phi3(attention_factor):
 
     g = torch.Generator().manual_seed(0)
     short, long = (1 + torch.rand(16, generator=g) * k for k in (0.5, 8.0))
-    ours = {"rope_type": "longrope", "factor": 8.0, "original_max_position_embeddings": ORIG,
-            "short_factor": short.tolist(), "long_factor": long.tolist()}  # fmt: skip
+    ours = {
+        "rope_type": "longrope",
+        "factor": 8.0,
+        "original_max_position_embeddings": ORIG,
+        "short_factor": short.tolist(),
+        "long_factor": long.tolist(),
+    }
     if attention_factor:
         ours["attention_factor"] = attention_factor
     config = transformers.Phi3Config(
-        hidden_size=64, num_attention_heads=2, max_position_embeddings=8 * ORIG, rope_parameters={
-            **ours, "rope_theta": 5e5}, original_max_position_embeddings=ORIG, pad_token_id=0,
-    )  # fmt: skip
+        hidden_size=64,
+        num_attention_heads=2,
+        max_position_embeddings=8 * ORIG,
+        rope_parameters={**ours, "rope_theta": 5e5},
+        original_max_position_embeddings=ORIG,
+        pad_token_id=0,
+    )
     rot = RotaryEmbedding(32, 5e5, scaling=ours, max_seq_len=16)
     for offset, T in SPANS:
         end = offset + T
@@ -343,8 +366,13 @@ def test_compiles_without_graph_breaks():
 
 
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8}
-LONGROPE = {"rope_type": "longrope", "factor": 4.0, "original_max_position_embeddings": 8,
-            "short_factor": [1.0] * 8, "long_factor": [2.0] * 8}  # fmt: skip
+LONGROPE = {
+    "rope_type": "longrope",
+    "factor": 4.0,
+    "original_max_position_embeddings": 8,
+    "short_factor": [1.0] * 8,
+    "long_factor": [2.0] * 8,
+}
 
 
 @pytest.mark.parametrize(
@@ -366,10 +394,21 @@ LONGROPE = {"rope_type": "longrope", "factor": 4.0, "original_max_position_embed
         (dict(scaling={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}), r"unknown keys \['rope_th"),
         (dict(scaling={**LLAMA3, "low_freq_factor": 1.0}), r"missing keys \['high_freq_factor'\]"),
         (dict(scaling={**LLAMA3, "low_freq_factor": 4.0, "high_freq_factor": 1.0}), "low_freq_factor <"),
-        (dict(scaling={"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 1.5}),
-         "original_max_position_embeddings'] must be a positive integer"),
-        (dict(scaling={"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 8,
-                       "beta_fast": 1}), "beta_slow < beta_fast"),
+        (
+            dict(scaling={"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 1.5}),
+            "original_max_position_embeddings'] must be a positive integer",
+        ),
+        (
+            dict(
+                scaling={
+                    "rope_type": "yarn",
+                    "factor": 2.0,
+                    "original_max_position_embeddings": 8,
+                    "beta_fast": 1,
+                }
+            ),
+            "beta_slow < beta_fast",
+        ),
         (dict(scaling={**LONGROPE, "short_factor": [1.0] * 7}), r"short_factor'\] must be a list of .* 8 n"),
         (dict(scaling={**LONGROPE, "long_factor": [1.0] * 7 + [0.0]}), r"long_factor'\]\[7\] must be a pos"),
         (dict(fraction=0.0), r"fraction \(p-RoPE\) must be a number in \(0, 1\], got 0.0"),

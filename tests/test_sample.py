@@ -21,10 +21,21 @@ def run_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sample")
     corpus = tiny_corpus(tmp)
     settings = dict(
-        block_size=16, n_layer=2, n_head=2, n_embd=32, pos_enc="rope", device="cpu", batch_size=4,
-        max_iters=3, eval_iters=1, warmup_iters=1, sample_tokens=0, dataset=corpus, data_dir=tmp / "data",
+        block_size=16,
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        pos_enc="rope",
+        device="cpu",
+        batch_size=4,
+        max_iters=3,
+        eval_iters=1,
+        warmup_iters=1,
+        sample_tokens=0,
+        dataset=corpus,
+        data_dir=tmp / "data",
         out_dir=tmp / "run",
-    )  # fmt: skip
+    )
     argv = [f"--{k}={v}" for k, v in settings.items()]
     T.train(*parse_config(argv, ModelConfig, TrainConfig), progress=False)
     return tmp / "run"
@@ -71,8 +82,14 @@ def run_cli(monkeypatch, *args):
 
 
 def test_cli(run_dir, monkeypatch, capsys):
-    run_cli(monkeypatch, f"--out_dir={run_dir}", "--prompt=x", "--max_new_tokens=5", "--temperature=0",
-            "--num_samples=2")
+    run_cli(
+        monkeypatch,
+        f"--out_dir={run_dir}",
+        "--prompt=x",
+        "--max_new_tokens=5",
+        "--temperature=0",
+        "--num_samples=2",
+    )
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4 and lines[0] == lines[2] and len(lines[0]) == 6 and lines[0].startswith("x")
     with pytest.raises(SystemExit, match=r"^error: characters \['€'\]"):
@@ -87,7 +104,6 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "ckpt.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable nanorope checkpoint"):
         sample(tmp_path)
-
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")

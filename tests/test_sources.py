@@ -66,7 +66,7 @@ def test_task_source_sizes_and_seeded_batches():
         (dict(dataset="task:copy,reverse"), "a run trains on one task"),
         (dict(dataset="task:kopy"), "unknown task 'kopy'"),
         (dict(dataset="task:recall", task_n_train=10, task_n_eval=27), r"task_n_eval .*=10, 26"),
-        (dict(dataset="task:copy", task_n_train=0), "task_n_train must be an integer >= 1"),
+        (dict(dataset="task:copy", task_n_train=0), r"task_n_train must be an integer in \[1, "),
         (dict(dataset="task:copy", tokenizer="gpt2"), "use tokenizer='char'"),
         (dict(dataset="pydocs", task_n_train=4), "task_\\* keys are for dataset=task:NAME"),
         (dict(dataset="task:copy", task_plain=True), "task_plain is an option of task:addition"),

@@ -33,8 +33,11 @@ def solve(name: str, prompt: str, plain: bool = False) -> str:
 
 def size_of(name: str, prompt: str) -> int:
     body = prompt[:-1]
-    return {"addition": len(body.split("+")[0]), "recall": len(body.split("?")[0]) // 2,
-            "passkey": len(body) - 7}.get(name, len(body))  # fmt: skip
+    return {
+        "addition": len(body.split("+")[0]),
+        "recall": len(body.split("?")[0]) // 2,
+        "passkey": len(body) - 7,
+    }.get(name, len(body))
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

@@ -49,7 +49,7 @@ def test_gpt2_unavailable_says_what_to_do(monkeypatch):
     monkeypatch.setattr(tiktoken, "get_encoding", offline)
     tokenizers.gpt2_encoding.cache_clear()
     try:
-        with pytest.raises(corpora.DownloadError, match=r"TIKTOKEN_CACHE_DIR(.|\n)*--tokenizer char"):
+        with pytest.raises(corpora.DownloadError, match=r"TIKTOKEN_CACHE_DIR(.|\n)*--tokenizer=char"):
             GPT2Tokenizer()
     finally:
         tokenizers.gpt2_encoding.cache_clear()

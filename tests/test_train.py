@@ -17,17 +17,31 @@ import torch
 from helpers import REPO, gpt2_or_skip, tiny_corpus
 
 import rundir
+import sample
 import train as T
 import training
 from configurator import parse_config
 from data import batches
+from data.prepare import folder_of
 from model import ModelConfig
 from training import TrainConfig
 
 TINY_RUN = dict(
-    block_size=16, n_layer=2, n_head=2, n_embd=32, pos_enc="rope", device="cpu", batch_size=4, max_iters=6,
-    eval_interval=3, eval_iters=2, log_interval=1, warmup_iters=2, lr_decay_iters=6, sample_tokens=0,
-)  # fmt: skip
+    block_size=16,
+    n_layer=2,
+    n_head=2,
+    n_embd=32,
+    pos_enc="rope",
+    device="cpu",
+    batch_size=4,
+    max_iters=6,
+    eval_interval=3,
+    eval_iters=2,
+    log_interval=1,
+    warmup_iters=2,
+    lr_decay_iters=6,
+    sample_tokens=0,
+)
 TIMING_KEYS = ("elapsed_s", "ms_per_iter", "tokens_per_sec")
 
 
@@ -53,9 +67,10 @@ def rows(run_dir):
 
 def test_main_default_preset_writes_run_dir_and_prints_sample(tmp_path, corpus, capsys):
     torch.manual_seed(0)
-    summary = T.main(argv(tmp_path, corpus, sample_tokens=20))  # config/default.py + overrides
+    summary = T.main(argv(tmp_path, corpus, sample_tokens=20))  # the defaults + overrides
     run_dir = tmp_path / "run"
     assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".lock",
         "ckpt.pt",
         "config.json",
         "env.json",
@@ -65,7 +80,9 @@ def test_main_default_preset_writes_run_dir_and_prints_sample(tmp_path, corpus, 
     config = json.loads((run_dir / "config.json").read_text())
     assert (
         config["model"]["vocab_size"]
-        == json.loads((tmp_path / "data/tiny_char/meta.json").read_text())["vocab_size"]
+        == json.loads((folder_of(str(corpus), "char", tmp_path / "data") / "meta.json").read_text())[
+            "vocab_size"
+        ]
     )
     assert config["train"]["max_iters"] == 6 and config["train"]["out_dir"] == str(run_dir)
     env = json.loads((run_dir / "env.json").read_text())
@@ -92,7 +109,7 @@ def test_checkpoint_rebuilds_the_model_and_eval_is_on_fixed_batches(tmp_path, co
     summary = run(tmp_path, corpus)
     model, model_cfg, train_cfg, meta = rundir.load_run(tmp_path / "run")
     assert model_cfg.vocab_size == meta["vocab_size"] and train_cfg.max_iters == 6 and not model.training
-    val = np.memmap(tmp_path / "data/tiny_char/val.bin", dtype=np.uint16, mode="r")
+    val = np.memmap(folder_of(str(corpus), "char", tmp_path / "data") / "val.bin", dtype=np.uint16, mode="r")
     with torch.no_grad():
         losses = [model(x, y)[1] for x, y in batches.fixed_eval_batches(val, 16, 4, 2, batches.EVAL_SEED)]
     torch.testing.assert_close(torch.stack(losses).mean().item(), summary["final_val_loss"])
@@ -100,8 +117,10 @@ def test_checkpoint_rebuilds_the_model_and_eval_is_on_fixed_batches(tmp_path, co
         rundir.load_run(tmp_path / "nothing")
 
 
-@pytest.mark.parametrize("model", [{}, {"pos_enc": "learned", "random_positions": 40},
-                                   {"dataset": "task:reverse", "task_n_train": 4}])
+@pytest.mark.parametrize(
+    "model",
+    [{}, {"pos_enc": "learned", "random_positions": 40}, {"dataset": "task:reverse", "task_n_train": 4}],
+)
 def test_resume_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, corpus, monkeypatch, model):
     """Dropout on, so the saved RNG state matters; batch order (randomized positions, a task's problems)
     come from (data_seed, iter)."""
@@ -180,7 +199,13 @@ def test_help_lists_every_key(capsys):
         T.main(["--help"])
     out = capsys.readouterr().out
     assert exit_info.value.code == 0 and out.startswith("Train a GPT on one corpus")
-    assert "max_iters=2000" in out and "pos_enc='rope'" in out
+    lines = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith("  ")}
+    assert (lines["max_iters"], lines["pos_enc"], lines["block_size"], lines["dataset"]) == (
+        "2000",
+        "rope",
+        "64",
+        "pydocs",
+    )
 
 
 # --- nothing lost, every failure one line (issue 11) ----------------------------------------------
@@ -234,8 +259,13 @@ def test_out_dir_that_is_a_file_and_bad_values_are_named(tmp_path, corpus):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file, not a folder"):
         run(tmp_path, corpus, out_dir=tmp_path / "file")
-    for bad, match in [("device=meta", "device"), ("device=xpu", "device"), ("learning_rate=inf", "finite"),
-                       ("weight_decay=inf", "finite"), ("seed=18446744073709551615", r"seed .*in \[0, ")]:
+    for bad, match in [
+        ("device=meta", "device"),
+        ("device=xpu", "device"),
+        ("learning_rate=inf", "finite"),
+        ("weight_decay=inf", "finite"),
+        ("seed=18446744073709551615", r"seed .*in \[0, "),
+    ]:
         key, _, value = bad.partition("=")
         with pytest.raises(ValueError, match=match):
             run(tmp_path, corpus, **{key: value})
@@ -248,8 +278,15 @@ def test_big_seeds_are_taken_exactly():
 
 def cli(*args, cwd=REPO, **kw):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "train.py", *map(str, args)], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "train.py", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )
 
 
 def test_cli_errors_are_one_line_and_ctrl_c_exits_130(tmp_path, corpus):
@@ -283,7 +320,7 @@ def test_kill_9_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path, 
         assert ckpt["iter_num"] >= 0
     (tmp_path / "run" / ".ckpt.pt.k9x7q2.tmp").write_bytes(b"half")  # what a kill mid-write leaves
     stale = list((tmp_path / "run").glob(".*.tmp"))
-    T.main([*args, "--resume=true", f"--max_iters={ckpt['iter_num']}"])  # a normal start cleans up
+    T.main([*args, "--resume=true", f"--max_iters={ckpt['iter_num'] + 1}"])  # a normal start cleans up
     assert not list((tmp_path / "run").glob(".*.tmp")), stale
 
 
@@ -294,9 +331,10 @@ def test_tensorboard_events_hold_the_logged_scalars(tmp_path, corpus):
     run(tmp_path, corpus, log="tensorboard", max_iters=20, lr_decay_iters=20, eval_interval=10)
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
-    assert {"train_loss", "val_loss", "lr", "tokens_per_sec"} <= set(events.Tags()["scalars"])
+    tags = {"train/loss", "train/lr", "train/tokens_per_sec", "eval/val_loss", "eval/train_loss"}
+    assert tags <= set(events.Tags()["scalars"]) and "train_loss" not in events.Tags()["scalars"]
     logged = [r for r in rows(tmp_path / "run") if "val_loss" in r]
-    val = events.Scalars("val_loss")
+    val = events.Scalars("eval/val_loss")
     assert [e.step for e in val] == [r["iter"] for r in logged] == [0, 10, 20]
     assert [e.value for e in val] == pytest.approx([r["val_loss"] for r in logged])  # float32 in the events
 
@@ -306,21 +344,35 @@ def test_init_from_gpt2_starts_from_its_weights(tmp_path, corpus):
     eval batches, with GPT-2's dimensions; a wrong directory or tokenizer is a one-line error."""
     transformers = pytest.importorskip("transformers")
     gpt2_or_skip()
-    cfg = transformers.GPT2Config(vocab_size=50257, n_positions=64, n_embd=32, n_layer=2, n_head=2,
-                                  activation_function="gelu")  # fmt: skip
+    cfg = transformers.GPT2Config(
+        vocab_size=50257, n_positions=64, n_embd=32, n_layer=2, n_head=2, activation_function="gelu"
+    )
     torch.manual_seed(0)
     transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "gpt2")
-    summary = run(tmp_path, corpus, tokenizer="gpt2", pos_enc="learned", init_from=str(tmp_path / "gpt2"),
-                  max_iters=0, n_layer=5, n_embd=64)  # fmt: skip
+    summary = run(
+        tmp_path,
+        corpus,
+        tokenizer="gpt2",
+        pos_enc="learned",
+        init_from=str(tmp_path / "gpt2"),
+        max_iters=0,
+        n_layer=5,
+        n_embd=64,
+    )
     model, model_cfg, _, _ = rundir.load_run(tmp_path / "run")
     assert (model_cfg.n_layer, model_cfg.n_embd, model_cfg.block_size) == (2, 32, 16)  # GPT-2's, cropped
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "gpt2").eval()
-    val = np.memmap(tmp_path / "data/tiny_gpt2/val.bin", dtype=np.uint16, mode="r")
+    val = np.memmap(folder_of(str(corpus), "gpt2", tmp_path / "data") / "val.bin", dtype=np.uint16, mode="r")
     with torch.no_grad():
         for x, y in batches.fixed_eval_batches(val, 16, 4, 2, batches.EVAL_SEED):
             torch.testing.assert_close(model(x, y)[0], hf(x).logits, rtol=1e-4, atol=1e-5)
     assert summary["iters"] == 0
+    # the run is an ordinary run: it resumes, samples and exports
+    init = dict(tokenizer="gpt2", pos_enc="learned", init_from=str(tmp_path / "gpt2"), n_layer=5, n_embd=64)
+    assert run(tmp_path, corpus, **init, max_iters=2, resume=True)["iters"] == 2
+    assert sample.sample(sample.SampleConfig(out_dir=str(tmp_path / "run"), max_new_tokens=5))[0]
     with pytest.raises(ValueError, match="needs GPT-2's vocabulary"):
         run(tmp_path / "c", corpus, init_from=str(tmp_path / "gpt2"))
-    with pytest.raises(ValueError, match="is not a Hugging Face GPT-2"):
+    with pytest.raises(ValueError, match="no such directory"):
         run(tmp_path / "d", corpus, tokenizer="gpt2", init_from=str(tmp_path / "missing"))
+    assert not (tmp_path / "d" / "run").exists()  # refused before the run dir was made

@@ -44,8 +44,6 @@ def test_lr_schedule():
     assert lrs[110:] == [1e-4] * 20
 
 
-
-
 def tiny_model(seed=0) -> GPT:
     torch.manual_seed(seed)
     return GPT(ModelConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16))

@@ -1,0 +1,69 @@
+"""cli.py: --help shows the resolved configuration (every key, its value, where it came from, its
+description, grouped), and a command ends in one `error:` line or the exit status of the signal that
+stopped it."""
+
+import dataclasses
+import errno
+import signal
+
+import pytest
+
+from cli import Stopped, field_docs, parse_cli, run_main
+from configurator import CONFIG_DIR
+from model import ModelConfig
+from training import TrainConfig
+
+
+def test_help_shows_the_resolved_value_of_every_key_with_its_description(capsys):
+    preset = str(CONFIG_DIR / "shakespeare_char_cpu.py")
+    with pytest.raises(SystemExit) as exit_info:
+        parse_cli([preset, "--help", "--n_layer=6"], "tool: what it does\n\nmore", ModelConfig, TrainConfig)
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("tool: what it does\n\nKeys (--key=value)")
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert set(lines) == {f.name for t in (ModelConfig, TrainConfig) for f in dataclasses.fields(t)}
+    assert lines["n_layer"].split()[1] == "6" and "[the command line]" in lines["n_layer"]
+    assert lines["dataset"].split()[1] == "shakespeare" and "shakespeare_char_cpu.py]" in lines["dataset"]
+    assert "batch order" in lines["data_seed"] and lines["pos_enc"].split()[1] == "rope"
+    for group in ("model:", "positional encoding:", "runtime:", "run:", "data:", "optimisation:"):
+        assert f"\n{group}\n" in out
+
+
+def test_every_key_has_a_description_and_a_group():
+    for cls in (ModelConfig, TrainConfig):
+        docs = field_docs(cls)
+        assert list(docs) == [f.name for f in dataclasses.fields(cls)]
+        missing = [name for name, (_, text) in docs.items() if not text]
+        assert set(missing) <= {"n_layer", "n_head", "beta1", "max_iters", "warmup_iters", "batch_size"}, (
+            missing
+        )
+
+
+def test_run_main_turns_expected_failures_into_one_line(capsys):
+    def fail(exc):
+        def main():
+            raise exc
+
+        return main
+
+    disk_full = OSError(errno.ENOSPC, "No space left on device", "out/run/ckpt.pt")
+    full_message = "error: No space left on device: out/run/ckpt.pt; free some disk space"
+    for exc, message in [(ValueError("bad value"), "error: bad value"), (disk_full, full_message)]:
+        with pytest.raises(SystemExit, match=message):
+            run_main(fail(exc))
+    for exc, code in [
+        (KeyboardInterrupt(), 130),
+        (Stopped(signal.SIGTERM), 143),
+        (Stopped(signal.SIGHUP), 129),
+    ]:
+        with pytest.raises(SystemExit) as info:
+            run_main(fail(exc), "resume with the same command")
+        assert (
+            info.value.code == code and "interrupted; resume with the same command" in capsys.readouterr().err
+        )
+    with pytest.raises(SystemExit) as info:
+        run_main(lambda: ["not", "a", "code"])
+    assert info.value.code == 0
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        run_main(lambda: 1 / 0)
