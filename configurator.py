@@ -22,17 +22,26 @@ import types
 import typing
 from pathlib import Path
 
+MAX_DIGITS = 30  # an integer with more digits is a typo, not a size (and past 4300 Python refuses it)
 BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 
 
 class Config:
-    """Base of the frozen config dataclasses: coerce every field by its declared type, then `validate`."""
+    """Base of the frozen config dataclasses: coerce every field by its declared type, then `validate`.
+    `EXAMPLES` ({field: a valid --key=value}) completes the error of a value of the wrong type."""
+
+    EXAMPLES: typing.ClassVar[dict[str, str]] = {}
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # frozen: set through object.__setattr__, as dataclasses do
-            object.__setattr__(self, f.name, coerce(f.name, getattr(self, f.name), hints[f.name]))
+            try:
+                value = coerce(f.name, getattr(self, f.name), hints[f.name])
+            except ValueError as e:
+                example = self.EXAMPLES.get(f.name)
+                raise ValueError(f"{e}; for example {example}" if example else str(e)) from None
+            object.__setattr__(self, f.name, value)
         self.validate()
 
     def validate(self) -> None:
@@ -123,7 +132,7 @@ def coerce(key: str, value, tp):
         if isinstance(value, bool) or option not in (int, float, dict):
             continue
         digits = isinstance(value, str) and value.strip().lstrip("+-").isdigit()
-        if option is int and (isinstance(value, int) or digits):
+        if option is int and (isinstance(value, int) or digits) and len(str(value)) <= MAX_DIGITS:
             return int(value)  # exactly: through float, 9007199254740993 would become ...992
         try:  # float("5e3") -> 5000.0, accepted for an int
             parsed = json.loads(value) if option is dict else float(value)
@@ -136,7 +145,10 @@ def coerce(key: str, value, tp):
         if option is int and isinstance(parsed, float) and parsed.is_integer():
             return int(parsed)
     allowed = " or ".join(_type_name(o) for o in options)
-    raise ValueError(f"{key}={value!r} is not a valid {allowed}")
+    shown = (
+        repr(value) if len(repr(value)) <= 80 else f"{repr(value)[:60]}... ({len(repr(value))} characters)"
+    )
+    raise ValueError(f"{key}={shown} is not a valid {allowed}")
 
 
 def _run_preset(path: Path) -> dict:

@@ -376,8 +376,15 @@ def gpt2_config(name_or_dir: str, cfg: ModelConfig):
             f"{cfg.block_size}: use --block_size={h.n_positions} (or less)"
         )
     tied = getattr(h, "tie_word_embeddings", True)
-    dims = dict(vocab_size=h.vocab_size, n_layer=h.n_layer, n_head=h.n_head, n_embd=h.n_embd, bias=True,
-                gelu=GPT2_GELUS[h.activation_function], tie_embeddings=tied)  # fmt: skip
+    dims = dict(
+        vocab_size=h.vocab_size,
+        n_layer=h.n_layer,
+        n_head=h.n_head,
+        n_embd=h.n_embd,
+        bias=True,
+        gelu=GPT2_GELUS[h.activation_function],
+        tie_embeddings=tied,
+    )
     ours = ModelConfig(**(cfg.to_dict() | dims))
 
     def load() -> dict:

@@ -89,6 +89,11 @@ def _in_worker(fn, job, slot: Slot):
     _busy.set()
     try:
         return fn(job, slot.device, log=True)
+    except (
+        KeyboardInterrupt
+    ):  # stopped (and saved): the grid is ending, so is this worker, once its answer left
+        threading.Thread(target=lambda: (time.sleep(1.0), os._exit(130)), daemon=True).start()
+        raise
     finally:
         _busy.clear()
 
@@ -117,7 +122,8 @@ def run_local(fn, jobs: list, slots: list[Slot], names: list[str], progress: boo
     its slot for the next. One bar for the grid (with an ETA) and a line per finished job. A stop (Ctrl-C,
     SIGTERM, SIGHUP) reaches every worker, each saves and stops, and the grid raises once they are done; a
     worker that dies is one error naming its run."""
-    bar = tqdm(total=len(jobs), desc="grid", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    quiet = not (progress and sys.stderr.isatty())
+    bar = tqdm(total=len(jobs), desc="grid", disable=quiet, dynamic_ncols=True, file=sys.stderr)
     results = [None] * len(jobs)
     if len(slots) == 1:
         if slots[0].threads:
@@ -131,38 +137,53 @@ def run_local(fn, jobs: list, slots: list[Slot], names: list[str], progress: boo
         return results
     pending, running, free = list(range(len(jobs))), {}, list(slots)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+    # A worker killed mid-job leaves the pool's semaphore to multiprocessing's resource tracker, which would
+    # warn about it at exit: the error line already says what happened. (The tracker takes its -W options.)
+    sys.warnoptions.append("ignore:resource_tracker:UserWarning")
     pool = cf.ProcessPoolExecutor(
         len(slots), mp_context=context, initializer=_watch_parent, initargs=(os.getpid(),)
     )
-    with pool, bar, _signals_raise():
+    with bar, _signals_raise():
         try:
             while pending or running:
                 while pending and free:
                     i, slot = pending.pop(0), free.pop(0)
                     running[pool.submit(_in_worker, fn, jobs[i], slot)] = (i, slot)
-                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                done, _ = cf.wait(running, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+                died = [p for p in pool._processes.values() if p.exitcode not in (None, 0)]
+                if died or any(isinstance(f.exception(), cf.process.BrokenProcessPool) for f in done):
+                    # the pool does not always notice a worker killed by a signal: checked here too
+                    runs = ", ".join(names[i] for i, _ in running.values())
+                    raise ValueError(
+                        f"a worker process died (killed, or out of memory) while the grid ran {runs}; the "
+                        "others were stopped, and the same command resumes the grid"
+                    )
                 for future in done:
                     i, slot = running.pop(future)
-                    try:
-                        results[i] = future.result()  # a job's error (or its stop) ends the grid here
-                    except cf.process.BrokenProcessPool:
-                        raise ValueError(
-                            f"a worker process died while running {names[i]} (killed, or out of memory); the "
-                            "other runs were stopped, and the same command resumes the grid"
-                        ) from None
+                    results[i] = future.result()  # a job's error (or its stop) ends the grid here
                     free.append(slot)
                     bar.update(1)
                     tqdm.write(f"done: {names[i]} ({slot.device})", file=sys.stdout)
-        except BaseException as e:
-            if isinstance(e, Stopped):  # SIGTERM / SIGHUP came to this process alone: pass it on
-                for p in list(pool._processes.values()):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(p.pid, signal.SIGTERM)
-            for future in running:
-                future.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)  # the workers are saving: wait for them
+        except BaseException:
+            _stop_workers(pool)
             raise
+    pool.shutdown(wait=True)
     return results
+
+
+def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Every worker gets SIGTERM (a repeat of a signal it already had is ignored), saves and exits; wait for
+    them (a stopped worker exits by itself), then let the pool go."""
+    workers = list(pool._processes.values())
+    for p in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, signal.SIGTERM)
+    for p in workers:
+        p.join(timeout=600)
+        if p.is_alive():  # stuck: nothing left to save
+            p.kill()
+            p.join()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _submitit_job(fn, job, device: str, threads: int | None):

@@ -14,6 +14,7 @@ Hugging Face GPT-2 weights map one to one; the learned biases) all live under `t
 """
 
 import math
+import typing
 from dataclasses import asdict, dataclass
 
 import torch
@@ -88,6 +89,12 @@ class ModelConfig(Config):
     cope_max_pos: int | None = None  # None -> block_size (attention_bias.CoPE)
     qk_norm: bool = False  # RMS-normalise q and k per head (no gain) before the positional encoding
     random_positions: int | None = None  # M: sorted positions drawn from [0, M) (Ruoss et al. 2023)
+
+    EXAMPLES: typing.ClassVar[dict[str, str]] = {
+        "rope_scaling": '--rope_scaling=\'{"rope_type": "yarn", "factor": 4, '
+        '"original_max_position_embeddings": 64}\'',
+        "rope_nope_layers": "--rope_nope_layers=0,3",
+    }
 
     def validate(self):
         check_ints(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"), 1, MAX_SIZE)

@@ -98,10 +98,11 @@ def _check_rotary_dim(rotary_dim: int) -> None:
 
 
 def _check_scaling(scaling: dict, rotary_dim: int) -> None:
+    example = '{"rope_type": "yarn", "factor": 4, "original_max_position_embeddings": 64}'
     if not isinstance(scaling, dict) or "rope_type" not in scaling:
-        raise ValueError(f"scaling must be a dict with a 'rope_type' key, got {scaling!r}")
+        raise ValueError(f"scaling must be a dict with a 'rope_type' key like {example}, got {scaling!r}")
     kind = scaling["rope_type"]
-    if kind not in SCALING_KEYS:
+    if not isinstance(kind, str) or kind not in SCALING_KEYS:
         raise ValueError(f"unknown scaling rope_type {kind!r}; known: {sorted(SCALING_KEYS)}")
     required, optional = SCALING_KEYS[kind]
     keys = set(scaling) - {"rope_type"}
@@ -207,7 +208,7 @@ def rope_inv_freq(
 
 def _scaled_inv_freq(rotary_dim, base, scaling, seq_len) -> tuple[Tensor, float]:
     _check_positive("base", base)
-    scaling = scaling or {"rope_type": "default"}
+    scaling = {"rope_type": "default"} if scaling is None else scaling
     _check_scaling(scaling, rotary_dim)
     kind, d = scaling["rope_type"], rotary_dim
     if kind == "ntk":

@@ -225,8 +225,9 @@ STOP_SIGNALS = tuple(
 
 class StopSignals:
     """While active, SIGINT (Ctrl-C), SIGTERM and SIGHUP only set `requested` (and `signum`, which one); a
-    loop then saves and stops at the end of its iteration. A second signal acts as usual: Ctrl-C twice
-    stops at once (the first one says so)."""
+    loop then saves and stops at the end of its iteration. A second Ctrl-C acts as usual and stops at once
+    (the first one says so); a repeated SIGTERM or SIGHUP is only noted (a grid passes them on to workers
+    that may have had them from the shell already)."""
 
     def __init__(self):
         self.requested, self.signum, self.previous = False, None, {}
@@ -237,8 +238,11 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame):
+        if self.requested and signum != signal.SIGINT:
+            return
         self.requested, self.signum = True, signum
-        signal.signal(signum, self.previous[signum])
+        if signum == signal.SIGINT:
+            signal.signal(signum, self.previous[signum])
         again = "; press Ctrl-C again to stop now" if signum == signal.SIGINT else ""
         print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this iteration{again}", flush=True)
 

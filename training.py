@@ -13,7 +13,7 @@ from data.tasks import get_task
 from runtime import Precision, RuntimeConfig
 
 MAX_SEED = 2**63 - 1  # seeds stay valid for torch.manual_seed after compare.py and DDP add small offsets
-MAX_TASK_N, MAX_TASK_BLOCK = 1000, 4095  # a task's problem size, and the tokens of its longest problem
+MAX_TASK_N = 1000  # the largest problem size of a task (addition at 1000 digits: 3,004 tokens)
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class TrainConfig(RuntimeConfig):
 
     def task_sizes(self) -> tuple[int, int] | None:
         """(n_train, n_eval) of a task dataset, None for a corpus; ValueError for task_* values that do not
-        fit (set for a corpus, sizes out of a task's range or past MAX_TASK_BLOCK tokens)."""
+        fit (set for a corpus, sizes out of a task's range or past MAX_TASK_N)."""
         names = self.task_names()
         if not names:
             if (self.task_n_train, self.task_n_eval, self.task_plain) != (None, None, False):
@@ -129,12 +129,6 @@ class TrainConfig(RuntimeConfig):
             raise ValueError(
                 f"task_n_eval must be an integer in [task_n_train={n_train}, {limit}], got {n_eval!r}"
             )
-        for task in tasks:
-            if (block := sum(task.lengths(n_eval)) - 1) > MAX_TASK_BLOCK:
-                raise ValueError(
-                    f"task:{task.name} at n={n_eval} is {block + 1} tokens, past {MAX_TASK_BLOCK + 1}: lower "
-                    "--task_n_eval (or --task_n_train, whose 3x is the default n_eval)"
-                )
         return n_train, n_eval
 
 

@@ -6,8 +6,6 @@ state is JSON (the sorted character list for ``char``, nothing for ``gpt2``), ne
 
 import functools
 
-import torch
-
 from data.corpora import DownloadError
 
 TOKENIZERS = ("char", "gpt2")
@@ -94,6 +92,8 @@ def checkpoint_meta(meta: dict) -> dict:
     Stored as tensors and strings: a weights_only checkpoint holds nothing else (0.8 MB)."""
     if meta.get("tokenizer") != "gpt2" or "bpe_bytes" in meta:
         return meta
+    import torch  # only here: data preparation does not need it
+
     enc = gpt2_encoding()
     tokens = sorted(enc._mergeable_ranks, key=enc._mergeable_ranks.get)  # rank order: 0 .. 50255
     joined = torch.frombuffer(bytearray(b"".join(tokens)), dtype=torch.uint8)

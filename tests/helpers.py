@@ -1,9 +1,14 @@
-"""Shared test helpers: a small Unicode text, file writing, leftovers, the GPT-2 BPE or a skip, and
-a tiny training corpus."""
+"""Shared test helpers: a small Unicode text, file writing, leftovers, the GPT-2 BPE or a skip, a tiny
+training corpus, a tiny grid and the processes of one."""
 
+import os
 import pydoc_data.topics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -47,3 +52,62 @@ def model_for(pos_enc, seed=0, **kw) -> GPT:
     """`tiny`'s model in eval mode, initialised from `seed`."""
     torch.manual_seed(seed)
     return GPT(tiny(pos_enc, **kw)).eval()
+
+
+# A grid of 2 schemes x 2 seeds x 4 iterations of a 1-layer model (compare.py's and launch.py's tests).
+TINY = [
+    "--block_size=16",
+    "--n_layer=1",
+    "--n_head=2",
+    "--n_embd=32",
+    "--bias=false",
+    "--batch_size=4",
+    "--max_iters=4",
+    "--eval_interval=2",
+    "--eval_iters=2",
+    "--warmup_iters=1",
+    "--lr_decay_iters=4",
+    "--sample_tokens=0",
+    "--device=cpu",
+    "--eval_windows=3",
+    "--tokenizer=char",
+]
+
+
+def tiny_grid(root: Path) -> list[str]:
+    """compare.py's arguments for TINY's grid on a small generated text in root (written once)."""
+    if not (root / "text.txt").is_file():
+        rng = np.random.default_rng(0)
+        words = ["the", "king", "and", "queen", "of", "rome", "speak", "now", "to", "me"]
+        (root / "text.txt").write_text(" ".join(rng.choice(words, size=6000)) + "\n", encoding="utf-8")
+    paths = [f"--dataset={root / 'text.txt'}", f"--data_dir={root / 'data'}", f"--out_dir={root / 'grid'}"]
+    return [*TINY, *paths, "--schemes=learned,rope", "--n_seeds=2"]
+
+
+def grid_process(argv: list[str]) -> subprocess.Popen:
+    """compare.py in a process group of its own (its workers join it), one thread per process."""
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "compare.py", *argv],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(condition, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def group_is_empty(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False

@@ -3,18 +3,14 @@ against train.py's own eval, entries and their knobs, bad input, the presets."""
 
 import importlib.util
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import REPO
+from helpers import REPO, TINY, tiny_grid
 
 import compare
 from configurator import parse_config
@@ -22,38 +18,17 @@ from data.batches import EVAL_SEED, fixed_eval_batches, load_dataset
 from evaluate import EvalConfig, eval_windows
 from model import ModelConfig
 from positional import POS_ENCODINGS
-from rundir import load_run, read_metrics
+from rundir import load_run
 from training import TrainConfig
 
 L = 16
-TINY = [
-    "--block_size=16",
-    "--n_layer=1",
-    "--n_head=2",
-    "--n_embd=32",
-    "--bias=false",
-    "--batch_size=4",
-    "--max_iters=4",
-    "--eval_interval=2",
-    "--eval_iters=2",
-    "--warmup_iters=1",
-    "--lr_decay_iters=4",
-    "--sample_tokens=0",
-    "--device=cpu",
-    "--eval_windows=3",
-    "--tokenizer=char",
-]
 
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     """2 schemes x 2 seeds x 4 iterations on a small generated text."""
     root = tmp_path_factory.mktemp("compare")
-    rng = np.random.default_rng(0)
-    words = ["the", "king", "and", "queen", "of", "rome", "speak", "now", "to", "me"]
-    (root / "text.txt").write_text(" ".join(rng.choice(words, size=6000)) + "\n", encoding="utf-8")
-    paths = [f"--dataset={root / 'text.txt'}", f"--data_dir={root / 'data'}", f"--out_dir={root / 'grid'}"]
-    argv = [*TINY, *paths, "--schemes=learned,rope", "--n_seeds=2", "--rope_methods=linear,yarn"]
+    argv = [*tiny_grid(root), "--rope_methods=linear,yarn"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: thread hand-offs would cost more than the maths
     try:
@@ -243,8 +218,13 @@ def test_eval_only_of_a_run_without_metrics_is_a_clear_error(grid, tmp_path):
     shutil.copytree(grid[0] / "grid" / "rope-seed0", tmp_path / "run")
     for name in ("compare.json", "summary.json", "metrics.jsonl"):
         (tmp_path / "run" / name).unlink(missing_ok=True)
-    argv = [f"--eval_only={tmp_path / 'run'}", "--rope_methods=", "--eval_windows=1",
-            f"--report_dir={tmp_path / 'report'}", f"--data_dir={tmp_path / 'data'}"]  # fmt: skip
+    argv = [
+        f"--eval_only={tmp_path / 'run'}",
+        "--rope_methods=",
+        "--eval_windows=1",
+        f"--report_dir={tmp_path / 'report'}",
+        f"--data_dir={tmp_path / 'data'}",
+    ]
     with pytest.raises(ValueError, match=r"metrics\.jsonl not found"):
         compare.main(argv, progress=False)
     (tmp_path / "run" / "metrics.jsonl").write_text("")
@@ -351,45 +331,132 @@ def test_submitit_local_launcher_runs_the_grid(grid, tmp_path, monkeypatch):
     assert numbers(out) == numbers(results) and (tmp_path / "grid" / "submitit").is_dir()
 
 
-def test_ctrl_c_stops_a_parallel_grid_and_the_same_command_resumes_it(grid, tmp_path):
-    """Ctrl-C reaches the grid and its workers (one process group); every run stops with a checkpoint,
-    and the same command finishes the grid: every run once, trained to the end, its log rows unique."""
+class FakeSlurm:
+    """submitit as a SLURM cluster would answer it: submitted jobs stay PENDING until `run_all`."""
+
+    def __init__(self):
+        self.jobs, self.submitted = {}, 0
+        fake = self
+
+        class Job:
+            def __init__(self, job_id, call):
+                self.job_id, self.call = job_id, call
+
+        class AutoExecutor:
+            def __init__(self, folder, cluster):
+                self.cluster = cluster
+
+            def update_parameters(self, **params):
+                self.params = params
+
+            def map_array(self, fn, *iterables):
+                out = []
+                for args in zip(*iterables, strict=True):
+                    job_id = str(1000 + fake.submitted)
+                    fake.submitted += 1
+                    fake.jobs[job_id] = [Job(job_id, (fn, args)), "PENDING"]
+                    out.append(fake.jobs[job_id][0])
+                return out
+
+        class SlurmJob:
+            def __init__(self, folder, job_id):
+                self.state = fake.jobs[job_id][1]
+
+        self.module = type(sys)("submitit")
+        self.module.AutoExecutor, self.module.SlurmJob = AutoExecutor, SlurmJob
+
+    def run_all(self):
+        for entry in self.jobs.values():
+            if entry[1] == "PENDING":
+                fn, args = entry[0].call
+                fn(*args)
+                entry[1] = "COMPLETED"
+
+
+def test_the_slurm_path_submits_each_run_once_and_writes_the_report_once_all_are_done(
+    grid, tmp_path, monkeypatch
+):
+    fake = FakeSlurm()
+    monkeypatch.setitem(sys.modules, "submitit", fake.module)
     _, argv, _ = grid
     argv = [
         *argv,
         f"--out_dir={tmp_path / 'grid'}",
-        "--jobs=2",
-        "--threads=1",
-        "--max_iters=400",
-        "--lr_decay_iters=400",
-        "--eval_interval=50",
+        "--launcher=slurm",
+        "--slurm_gpus_per_job=0",
         "--rope_methods=",
     ]
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "compare.py", *argv],
-        cwd=REPO,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "grid").glob("*/ckpt.pt")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted; the same command resumes the grid" in err, err[-2000:]
-    assert "Traceback" not in err
-    results = compare.main(argv, progress=False)
+    assert compare.main(argv, progress=False) == {} and fake.submitted == 4  # queued
+    assert compare.main(argv, progress=False) == {} and fake.submitted == 4  # still queued: not again
+    assert not (tmp_path / "grid" / "report.md").exists()
+    fake.run_all()
+    results = compare.main(argv, progress=False)  # collects
+    assert fake.submitted == 4 and (tmp_path / "grid" / "report.md").is_file()
     assert sorted((r["label"], r["seed"]) for r in results["runs"]) == [
         ("learned", 1337),
         ("learned", 1338),
         ("rope", 1337),
         ("rope", 1338),
     ]
-    for run in results["runs"]:
-        assert run["summary"]["iters"] == 400 and not run["summary"]["interrupted"]
-        iters = [r["iter"] for r in read_metrics(run["run_dir"]) if "val_loss" in r]
-        assert iters == list(range(0, 401, 50))
+
+
+def test_slurm_without_a_cluster_is_one_line(grid, tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    _, argv, _ = grid
+    with pytest.raises(ValueError, match="launcher=slurm needs a SLURM cluster"):
+        compare.main([*argv, f"--out_dir={tmp_path / 'grid'}", "--launcher=slurm"], progress=False)
+
+
+def test_eval_only_of_one_run_of_a_grid_never_writes_over_the_grids_report(grid, tmp_path):
+    root = grid[0]
+    before = (root / "grid" / "report.md").read_bytes()
+    with pytest.raises(ValueError, match=r"lists runs, not one grid folder: .*--report_dir="):
+        compare.main([f"--eval_only={root / 'grid' / 'rope-seed0'}"], progress=False)
+    with pytest.raises(ValueError, match="--report_dir="):
+        compare.main(
+            [f"--eval_only={root / 'grid' / 'rope-seed0'},{root / 'grid' / 'learned-seed0'}"], progress=False
+        )
+    assert (root / "grid" / "report.md").read_bytes() == before
+
+
+def test_values_of_every_origin_pass_the_same_checks():
+    """task_overrides and grid entries are typed like the command line."""
+    cmp = compare.CompareConfig(task_overrides={"copy": {"compile": "no", "max_iters": 1e3}})
+    assert cmp.task_overrides == {"copy": {"compile": False, "max_iters": 1000}}
+    for bad, match in [
+        ({"copy": {"data_dir": 7}}, "data_dir'\\]=7 is not a valid str"),
+        ({"copy": {"learning_rate": "abc"}}, "learning_rate'\\]='abc' is not a valid float"),
+        ({"copy": {"learning_rate": None}}, "is not a valid float"),
+        ({"copy": {"tensorboard_dir": 5}}, "tensorboard_dir'\\]=5"),
+        ({"copy": {"max_iter": 5}}, "did you mean --max_iters"),
+        ({"kopy": {}}, "task_overrides maps tasks"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            compare.CompareConfig(task_overrides=bad)
+    entries = 'rope:rope_nope_layers=[0,1],rope:rope_scaling={"rope_type":"linear","factor":2},alibi'
+    (cmp,) = parse_config([f"--schemes={entries}"], compare.CompareConfig)
+    base = ModelConfig(n_layer=2, block_size=L)
+    assert compare.scheme_config(base, cmp.schemes[0]).rope_nope_layers == (0, 1)
+    assert compare.scheme_config(base, cmp.schemes[1]).rope_scaling == {"rope_type": "linear", "factor": 2}
+
+
+def test_every_grid_is_checked_before_any_run_trains(tmp_path):
+    """A task's block_size decides random_positions; task_plain in an override is a clear error; an
+    evaluation that cannot run and devices that are not there are refused before a run dir exists."""
+    argv = [*TINY, "--dataset=task:copy,addition", "--task_n_train=2", f"--out_dir={tmp_path / 't'}"]
+    argv += ["--n_seeds=1", "--task_problems=5"]
+    entries = ["--block_size=64", "--schemes=rope:random_positions=30"]  # M > each task's block, < 64
+    configs = parse_config([*argv, *entries], ModelConfig, TrainConfig, EvalConfig, compare.CompareConfig)
+    assert [j.model.block_size for _, jobs, _ in compare.grids(*configs) for j in jobs] == [13, 21]
+    with pytest.raises(
+        ValueError, match="task_plain is an option of task:addition, not of dataset='task:copy'"
+    ):
+        compare.main([*argv, '--task_overrides={"copy": {"task_plain": true}}'], progress=False)
+    text = [*TINY, "--dataset=pydocs", "--block_size=8192", f"--out_dir={tmp_path / 'p'}"]
+    with pytest.raises(ValueError, match=r"val split has .* tokens, fewer than"):
+        compare.main([*text, f"--data_dir={tmp_path / 'data'}"], progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            compare.main([*argv, "--devices=cuda:0", "--jobs=2"], progress=False)
+    assert not list(tmp_path.rglob("ckpt.pt"))

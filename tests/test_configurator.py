@@ -3,7 +3,6 @@ private namespace, routing of keys to dataclasses, unknown keys and their sugges
 train.py preset parses with every scheme."""
 
 import dataclasses
-import errno
 from pathlib import Path
 
 import numpy as np

@@ -109,3 +109,16 @@ def test_verdict_registry_entry():
     verdict = corpora.REMOTE["verdict"]
     assert verdict.url.endswith("rasbt/LLMs-from-scratch/main/ch02/01_main-chapter-code/the-verdict.txt")
     assert len(verdict.sha256) == 64 and verdict.size == 20_479  # the book's len(raw_text)
+
+
+def test_a_corpora_folder_that_is_not_there_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv(corpora.ENV_VAR, str(tmp_path / "nonexistent"))
+    monkeypatch.setattr(
+        corpora, "download", lambda *a, **k: (_ for _ in ()).throw(corpora.DownloadError("offline"))
+    )
+    with pytest.raises(
+        corpora.DownloadError,
+        match=rf"{corpora.ENV_VAR}=.*nonexistent does not exist: put "
+        r"tinyshakespeare.txt there.*--dataset=pydocs",
+    ):
+        corpora.fetch("shakespeare", tmp_path / "downloads")

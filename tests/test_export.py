@@ -67,3 +67,17 @@ def test_a_scheme_without_a_transformers_model_is_refused_before_writing(tmp_pat
     with pytest.raises(ValueError, match="pos_enc='kerple' with block='gpt2' has no transformers model"):
         export.main([f"--out_dir={run}", f"--hf_dir={tmp_path / 'hf'}"])
     assert not (tmp_path / "hf").exists()
+
+
+def test_an_export_never_lands_in_a_run_or_mixes_with_old_files(tmp_path):
+    run = trained(tmp_path, "rope")
+    config = (run / "config.json").read_bytes()
+    for dest in (run, tmp_path):  # the run itself; a folder of other files (a run dir, data, the corpus)
+        with pytest.raises(ValueError, match=r"holds a nanorope run|holds files that are not an export"):
+            export.main([f"--out_dir={run}", f"--hf_dir={dest}", "--overwrite=true"])
+    assert (run / "config.json").read_bytes() == config
+    export.main([f"--out_dir={run}"])
+    (run / "hf" / "stale.bin").write_text("from an older export")
+    export.main([f"--out_dir={run}", "--overwrite=true"])
+    assert "stale.bin" not in {p.name for p in (run / "hf").iterdir()}  # replaced, not merged
+    assert not [p for p in run.iterdir() if p.name.endswith((".tmp", ".old"))]

@@ -6,6 +6,7 @@ import torch
 from helpers import gpt2_or_skip, tiny
 
 import interop
+from data.tokenizers import GPT2Tokenizer, bpe_from_meta, checkpoint_meta
 from model import GPT
 
 transformers = pytest.importorskip("transformers")
@@ -16,6 +17,10 @@ CASES = {  # id: ModelConfig overrides of helpers.tiny (vocab 65, block 16, 2 la
     "rope-neox": dict(pos_enc="rope", bias=True, rope_base=500.0),
     "rope-neox-partial-interleaved": dict(pos_enc="rope", bias=False, rope_dim=4, rope_interleaved=True),
     "rope-neox-linear": dict(pos_enc="rope", rope_scaling={"rope_type": "linear", "factor": 2.0}),
+    "rope-neox-dynamic": dict(  # original length != block_size: transformers reads it from elsewhere
+        pos_enc="rope",
+        rope_scaling={"rope_type": "dynamic", "factor": 2.0, "original_max_position_embeddings": 12},
+    ),
     "rope-llama-gqa": dict(pos_enc="rope", block="llama", bias=False, n_kv_head=2, tie_embeddings=False),
     "rope-llama-bias-tied": dict(pos_enc="rope", block="llama", bias=True, rope_interleaved=True),
     "alibi-mpt": dict(pos_enc="alibi", bias=False),
@@ -94,8 +99,11 @@ def test_char_tokenizer_encodes_and_decodes_as_ours():
 
 
 def test_gpt2_tokenizer_encodes_as_tiktoken():
+    """From tiktoken's cache, or from the BPE a checkpoint carries (then without any cache)."""
     ours = gpt2_or_skip()
-    tok = interop.hf_tokenizer({"tokenizer": "gpt2"})
+    meta = checkpoint_meta({"tokenizer": "gpt2"})
+    assert GPT2Tokenizer(bpe_from_meta(meta)).encode("Hello, world!") == [15496, 11, 995, 0]
+    tok = interop.hf_tokenizer(meta)
     text = "Hello, world! It's 2026; numbers 12345 and   spaces.\n\nNew paragraph, d\u00e9j\u00e0 vu \u2014"
     assert tok(text)["input_ids"] == ours.encode(text) and tok.decode(ours.encode(text)) == text
     assert tok.eos_token_id == 50256
@@ -137,8 +145,9 @@ def test_gpt2_weights_in_give_gpt2s_logits(tmp_path):
 def test_init_from_refuses_what_it_cannot_map_by_name(tmp_path):
     """Other architectures, GPT-2 switches our model lacks, another vocabulary, too few positions, a missing
     folder: each one clear error before any weight is read."""
-    transformers.LlamaConfig(vocab_size=50257, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                             intermediate_size=64).save_pretrained(tmp_path / "llama")  # fmt: skip
+    transformers.LlamaConfig(
+        vocab_size=50257, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64
+    ).save_pretrained(tmp_path / "llama")
     with pytest.raises(ValueError, match=r"is a llama model; only GPT-2 checkpoints"):
         interop.gpt2_config(str(tmp_path / "llama"), tiny(pos_enc="learned"))
     cases = [

@@ -166,3 +166,29 @@ def test_cli_prepares_and_reports_errors(tmp_path):
     assert load_meta(folder_of(str(src), "char", tmp_path))["dataset"].startswith("story-")
     bad = subprocess.run([*cmd, "--dataset=nope.txt"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "error: dataset file 'nope.txt' does not exist" in bad.stderr
+
+
+PREPARE = "import sys; from data.prepare import prepare; prepare(sys.argv[1], 'char', sys.argv[2])"
+
+
+def test_files_of_one_name_never_share_a_folder_and_concurrent_preparations_wait(tmp_path):
+    """Two different story.txt prepared at once into one data_dir: each gets its own folder, each holding its
+    own text (4 rounds, 2 processes each)."""
+    for i in range(4):
+        (tmp_path / f"a{i}").mkdir()
+        (tmp_path / f"b{i}").mkdir()
+        a = write(tmp_path / f"a{i}" / "story.txt", TEXT)
+        b = write(tmp_path / f"b{i}" / "story.txt", TEXT.upper())
+        procs = [
+            subprocess.Popen([sys.executable, "-c", PREPARE, str(p), str(tmp_path / "data")], cwd=REPO)
+            for p in (a, b)
+        ]
+        assert [p.wait(timeout=60) for p in procs] == [0, 0]
+        for src, text in ((a, TEXT), (b, TEXT.upper())):
+            meta, folder = (
+                load_meta(folder_of(str(src), "char", tmp_path / "data")),
+                folder_of(str(src), "char", tmp_path / "data"),
+            )
+            assert meta["source_sha256"] == hashlib.sha256(text.encode()).hexdigest()
+            ids = np.memmap(folder / "train.bin", dtype=np.uint16, mode="r")
+            assert get_tokenizer(meta).decode(ids.tolist()) == text[: int(len(text) * 0.9)]

@@ -428,3 +428,9 @@ def test_bad_inputs_raise():
         rot(torch.randn(1, 2, 3, 12))
     with pytest.raises(ValueError, match="offset"):
         rot(torch.randn(1, 2, 3, 16), offset=-1)
+
+
+@pytest.mark.parametrize("scaling", [{}, {"rope_type": ["yarn"]}, {"rope_type": None}])
+def test_malformed_scaling_dicts_are_named(scaling):
+    with pytest.raises(ValueError, match="rope_type"):
+        RotaryEmbedding(16, scaling=scaling)

@@ -181,3 +181,31 @@ def test_inconsistent_checkpoints_are_refused_before_any_model_is_built(tmp_path
     torch.save(dict(ckpt, model={k: v[:1] for k, v in ckpt["model"].items()}), tmp_path / rundir.CKPT)
     with pytest.raises(ValueError, match="weights do not fit its model_config"):
         rundir.load_run(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (dict(meta=[]), "its 'meta' is list"),
+        (dict(model=[1, 2]), "its 'model' is list"),
+        (dict(iter_num="5"), "its 'iter_num' is str"),
+        (dict(rng=[{"torch": 1}]), "its 'rng'"),
+        (dict(meta={"vocab_size": 65}), "its .meta. has no tokenizer and vocab_size"),
+        (dict(model_config={"n_layr": 2}), "unknown config key 'n_layr' in its model_config"),
+    ],
+)
+def test_a_foreign_checkpoint_is_refused_field_by_field(tmp_path, change, match):
+    """weights_only loads anything made of tensors, lists and dicts: every field is checked before use."""
+    saved_run(tmp_path)
+    ckpt = torch.load(tmp_path / rundir.CKPT, weights_only=True)
+    torch.save(ckpt | change, tmp_path / rundir.CKPT)
+    with pytest.raises(ValueError, match=rf"not a readable nanorope checkpoint \(ValueError: {match}"):
+        rundir.load_run(tmp_path)
+
+
+def test_a_finished_run_is_not_resumed_but_said_to_be_finished(tmp_path):
+    model, cfg = saved_run(tmp_path, iter_num=10)
+    with pytest.raises(
+        ValueError, match=r"is finished \(iter 10 = max_iters\); .*python sample.py --out_dir="
+    ):
+        rundir.resume_checkpoint(tmp_path, model.config, cfg, META)

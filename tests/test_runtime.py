@@ -78,3 +78,25 @@ def test_stop_signals_defer_the_first_signal_and_restore_handlers():
 def test_to_device_keeps_values():
     t = torch.arange(6).view(2, 3)
     assert torch.equal(runtime.to_device(t, "cpu"), t)
+
+
+def test_bad_torchrun_variables_are_named(monkeypatch):
+    monkeypatch.setenv("RANK", "abc")
+    with pytest.raises(ValueError, match=r"RANK='abc' must be an integer >= 0 \(torchrun sets it"):
+        Processes.from_env()
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="RANK=2 must be < WORLD_SIZE=2"):
+        Processes.from_env()
+
+
+def test_sigterm_and_sighup_stop_like_ctrl_c_and_a_repeat_does_not_kill(capsys):
+    """A grid forwards SIGTERM to workers that may have got it from the shell too: the repeat is ignored."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        with StopSignals() as stop:
+            signal.raise_signal(signum)
+            signal.raise_signal(signum)  # the second one too is only noted
+            assert stop.requested and stop.signum == signum
+    with StopSignals():
+        signal.raise_signal(signal.SIGINT)
+    assert "press Ctrl-C again to stop now" in capsys.readouterr().out

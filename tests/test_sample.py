@@ -129,3 +129,22 @@ def test_a_missing_device_is_not_called_a_bad_checkpoint(run_dir):
 def test_sample_config_bounds(kw, match):
     with pytest.raises(ValueError, match=match):
         S.SampleConfig(**kw)
+
+
+def test_a_task_run_samples_a_problem_by_default_and_says_what_a_prompt_looks_like(tmp_path):
+    argv = [
+        "--dataset=task:reverse",
+        "--task_n_train=3",
+        "--n_layer=1",
+        "--n_embd=16",
+        "--max_iters=1",
+        "--eval_iters=1",
+        "--sample_tokens=0",
+        "--device=cpu",
+        f"--out_dir={tmp_path / 'run'}",
+    ]
+    T.train(*parse_config(argv, ModelConfig, TrainConfig), progress=False)
+    text = sample(tmp_path / "run", max_new_tokens=4, temperature=0)[0]
+    assert text.index("=") == 3  # a problem of size 3, then the model's answer
+    with pytest.raises(ValueError, match=r"a task:reverse prompt is a problem such as --prompt='[a-j]{3}='"):
+        sample(tmp_path / "run", prompt="\n")

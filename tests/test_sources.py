@@ -71,8 +71,18 @@ def test_task_source_sizes_and_seeded_batches():
         (dict(dataset="pydocs", task_n_train=4), "task_\\* keys are for dataset=task:NAME"),
         (dict(dataset="task:copy", task_plain=True), "task_plain is an option of task:addition"),
         (dict(dataset="task:copy,copy"), "lists a task twice"),
+        (
+            dict(dataset="task:recall", task_n_train=27),
+            r"task_n_train must be an integer in \[1, 26\], got 27",
+        ),
+        (dict(dataset="task:copy", task_n_train=10**6), r"task_n_train must be an integer in \[1, 1000\]"),
+        (dict(dataset="task:addition", task_n_train=1434), r"task_n_train must be an integer in \[1, 1000\]"),
     ],
 )
 def test_bad_task_settings_are_clear_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         load_source(TrainConfig(**kw), 16)
+
+
+def test_task_names_have_one_spelling():
+    assert TrainConfig(dataset="task: copy, reverse").dataset == "task:copy,reverse"

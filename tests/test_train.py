@@ -376,3 +376,72 @@ def test_init_from_gpt2_starts_from_its_weights(tmp_path, corpus):
     with pytest.raises(ValueError, match="no such directory"):
         run(tmp_path / "d", corpus, tokenizer="gpt2", init_from=str(tmp_path / "missing"))
     assert not (tmp_path / "d" / "run").exists()  # refused before the run dir was made
+
+
+# --- one owner per run directory (issue 23) ---------------------------------------------------------------
+
+
+def test_two_starts_into_one_fresh_out_dir_one_is_refused_and_the_other_intact(tmp_path, corpus):
+    """Two train.py (rope and alibi) started together into one folder: exactly one trains it, the other is
+    refused with one line naming the holder (or, started late, the run), and the folder holds one run."""
+    common = dict(max_iters=40, lr_decay_iters=40, eval_interval=20)
+    procs = {pe: cli(*argv(tmp_path, corpus, pos_enc=pe, **common)) for pe in ("rope", "alibi")}
+    outcome = {pe: (p.wait(timeout=120), p.communicate()[1]) for pe, p in procs.items()}
+    codes = sorted(code for code, _ in outcome.values())
+    assert codes == [0, 1], outcome
+    winner = next(pe for pe, (code, _) in outcome.items() if code == 0)
+    refused = next(err for code, err in outcome.values() if code == 1)
+    assert refused.startswith("error: ") and refused.count("\n") == 1
+    assert "is in use by pid" in refused or "already holds a run" in refused
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"]["pos_enc"] == winner
+    assert [r["iter"] for r in rows(tmp_path / "run") if "val_loss" in r] == [0, 20, 40]
+    assert rundir.read_checkpoint(tmp_path / "run" / rundir.CKPT)[1].pos_enc == winner
+
+
+def test_a_refused_start_never_harms_a_live_run(tmp_path, corpus):
+    """A live run saving every iteration; three refused starts meanwhile (a resume with another batch_size):
+    each refused before touching the folder; the live run goes on and stops cleanly when asked."""
+    args = argv(tmp_path, corpus, max_iters=10**6, lr_decay_iters=10**6, eval_interval=1, eval_iters=1)
+    live = cli(*args)
+    for line in live.stdout:
+        if line.startswith("iter 2: val loss"):
+            break
+    for _ in range(3):
+        refused = cli(*args, "--resume=true", "--batch_size=999")
+        _, err = refused.communicate(timeout=60)
+        assert refused.returncode == 1 and f"is in use by pid {live.pid}" in err, err
+    live.send_signal(signal.SIGINT)
+    _, err = live.communicate(timeout=60)
+    assert live.returncode == 130 and "Error" not in err, err
+    assert torch.load(tmp_path / "run/ckpt.pt", weights_only=True)["iter_num"] > 2
+
+
+def test_a_start_that_fails_on_its_logs_leaves_nothing_that_blocks_the_next(tmp_path, corpus):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(OSError):
+        run(tmp_path, corpus, log="tensorboard", tensorboard_dir=tmp_path / "file" / "tb")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]  # no config, no metrics
+    assert run(tmp_path, corpus)["iters"] == 6
+    with pytest.raises(ValueError, match="tensorboard_dir is where log=tensorboard writes"):
+        run(tmp_path / "b", corpus, tensorboard_dir=tmp_path / "tb")
+
+
+def test_tensorboard_hides_the_replayed_steps_of_a_resume(tmp_path, corpus, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    step = T.Run.step
+
+    def interrupt_at_iter_3(self, it, stop):
+        if it == 3:
+            signal.raise_signal(signal.SIGINT)
+        return step(self, it, stop)
+
+    monkeypatch.setattr(T.Run, "step", interrupt_at_iter_3)
+    run(tmp_path, corpus, log="tensorboard")
+    monkeypatch.setattr(T.Run, "step", step)
+    run(tmp_path, corpus, log="tensorboard", resume=True)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(6))  # each step once
