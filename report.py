@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from files import write_json, write_text
-from rundir import read_metrics
+from plots import write_plots, write_task_plot
 
 TRAIN_KEYS = (
     "final_val_loss",
@@ -217,107 +217,6 @@ def write_report(records: list[dict], settings: dict, out: Path, command: str, w
     return results
 
 
-def _plot_colors(labels: list[str], variants: list[str]) -> tuple[dict, dict]:
-    """One colour per scheme and context-extension method, from tab20's strong shades (matplotlib's default
-    ten) then its light ones; a fine-tuned variant takes its method's colour, dashed."""
-    from matplotlib import colormaps
-
-    tab20 = colormaps["tab20"].colors
-    palette = tab20[0::2] + tab20[1::2]
-    plain = [n for n in labels + variants if not n.endswith("+ft")]
-    colors = {name: palette[i % len(palette)] for i, name in enumerate(plain)}
-    colors |= {n: colors[n.removesuffix("+ft")] for n in variants if n.endswith("+ft")}
-    styles = {name: "--" if name.endswith("+ft") else "-" for name in colors}
-    return colors, styles
-
-
-def write_plots(records: list[dict], agg: dict, out: Path, L: int) -> list[str]:
-    """curves.png, extrapolation.png, per_position.png (means over seeds); [] without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return []
-    ext, labels = agg["extrapolation"], agg["labels"]
-    variants = [n for n in ext["nonoverlap"] if "+" in n]
-    colors, styles = _plot_colors(labels, variants)
-    rows = [("schemes", labels)] * (len(labels) > 1 or not variants)
-    rows += [("RoPE context extension", [n.split("+")[0] for n in variants[:1]] + variants)] * bool(variants)
-    low = min(st[0] for cells in ext["nonoverlap"].values() for st in cells.values() if st)
-    files = []
-
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    for lab in labels:
-        runs = []
-        for rec in records:
-            if rec["label"] == lab:
-                runs.append([r for r in read_metrics(rec["run_dir"]) if "val_loss" in r])
-        n = min(map(len, runs))
-        its = [r["iter"] for r in runs[0][:n]]
-        for key, style in (("val_loss", "-"), ("train_loss", ":")):
-            mean = np.mean([[r[key] for r in rs[:n]] for rs in runs], 0)
-            ax.plot(its, mean, style, color=colors[lab], label=lab if key == "val_loss" else None)
-    ax.set(
-        xlabel="iteration",
-        ylabel="loss (solid: val, dotted: train)",
-        title="Training (mean over seeds)",
-        ylim=(low - 0.1, low + 1.5),
-    )
-    ax.legend()
-    files.append(_save(fig, out / "curves.png"))
-
-    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 3.6 * len(rows)), squeeze=False)
-    for (title, names), ax_row in zip(rows, axes, strict=True):
-        for kind, ax in zip(ext, ax_row, strict=True):
-            for name in names:
-                pts = [(int(T) / L, *st[:2]) for T, st in ext[kind][name].items() if st]
-                x, m, s = np.array(pts).T
-                ax.errorbar(
-                    x, m, yerr=s, marker="o", ms=3, capsize=2, color=colors[name], ls=styles[name], label=name
-                )
-            kind_name = kind.replace("nonoverlap", "non-overlapping")
-            ax.set(
-                xscale="log",
-                xlabel="evaluation length T / L",
-                ylabel="val loss",
-                ylim=(low - 0.05, low + 1.0),
-                title=f"{title}, {kind_name}",
-            )
-            ax.set_xticks(x, [f"{v:g}" for v in x])
-            ax.minorticks_off()
-        ax_row[1].legend(fontsize=7)
-    files.append(_save(fig, out / "extrapolation.png"))
-
-    fig, axes = plt.subplots(1, len(rows), figsize=(5.2 * len(rows), 3.8), squeeze=False)
-    bins = max(1, L // 4)  # mean over L/4 positions: one position alone is too noisy to read
-    for (title, names), ax in zip(rows, axes[0], strict=True):
-        for name in names:
-            m = np.array(agg["per_position"][name]["mean"])
-            m = m[: len(m) // bins * bins].reshape(-1, bins).mean(1)
-            ax.plot((np.arange(len(m)) + 0.5) * bins, m, color=colors[name], ls=styles[name], label=name)
-        ax.axvline(L, color="gray", lw=0.8)
-        ax.set(
-            xlabel="position in window (gray: L)",
-            ylabel=f"val loss, mean of {bins} positions",
-            title=title,
-            ylim=(low - 0.4, low + 1.5),
-        )
-        ax.legend(fontsize=7)
-    files.append(_save(fig, out / "per_position.png"))
-    return files
-
-
-def _save(fig, path: Path) -> str:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path.name
-
-
 # ----------------------------------------------------------------------------- length-generalization tasks
 
 
@@ -401,34 +300,3 @@ def write_task_report(records: list[dict], settings: dict, out: Path, command: s
     write_json(out / "results.json", results)
     print("\n".join(md[2:4]) + f"report: {out / 'report.md'}")
     return results
-
-
-def write_task_plot(agg: dict, out: Path) -> list[str]:
-    """accuracy.png: exact match and per-token accuracy against n (mean ± std), a line past n_train."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return []
-    colors, _ = _plot_colors(agg["labels"], [])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    kinds = (("exact", "exact match"), ("token", "per-token accuracy"))
-    for (kind, title), ax in zip(kinds, axes, strict=True):
-        for lab in agg["labels"]:
-            pts = np.array([(int(n), st[0], st[1]) for n, st in agg["accuracy"][kind][lab].items() if st])
-            ax.errorbar(
-                pts[:, 0],
-                pts[:, 1],
-                yerr=pts[:, 2],
-                marker="o",
-                ms=3,
-                capsize=2,
-                color=colors[lab],
-                label=lab,
-            )
-        ax.axvline(agg["n_train"] + 0.5, color="gray", lw=0.8)
-        ax.set(xlabel="problem size n (gray: largest trained)", ylabel=title, ylim=(-0.03, 1.03), title=title)
-    axes[1].legend(fontsize=7)
-    return [_save(fig, out / "accuracy.png")]

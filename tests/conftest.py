@@ -1,8 +1,11 @@
 """Fixtures for every test."""
 
 import signal
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -12,3 +15,12 @@ def default_sigint():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture(autouse=True)
+def the_checkout_stays_clean():
+    """No test writes into the repository: prepared data and runs go to tmp_path."""
+    before = {p.name for p in (REPO / "data").iterdir()} | {p.name for p in REPO.iterdir()}
+    yield
+    after = {p.name for p in (REPO / "data").iterdir()} | {p.name for p in REPO.iterdir()}
+    assert after <= before | {"__pycache__", ".pytest_cache"}, f"a test wrote {sorted(after - before)}"

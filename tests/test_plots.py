@@ -1,0 +1,28 @@
+"""plots.py: every plot is written from a small aggregate, and without matplotlib none is (the report says
+so instead)."""
+
+import sys
+
+import pytest
+
+import plots
+
+
+def task_aggregate():
+    stats = {"1": [1.0, 0.0, 2], "2": [0.5, 0.1, 2], "3": [0.0, 0.0, 2]}
+    return {
+        "labels": ["rope", "alibi"],
+        "n_train": 2,
+        "accuracy": {k: {"rope": stats, "alibi": stats} for k in ("exact", "token")},
+    }
+
+
+def test_the_task_plot_is_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    assert plots.write_task_plot(task_aggregate(), tmp_path) == ["accuracy.png"]
+    assert (tmp_path / "accuracy.png").stat().st_size > 0
+
+
+def test_without_matplotlib_there_are_no_plots(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    assert plots.write_task_plot(task_aggregate(), tmp_path) == [] and not list(tmp_path.iterdir())
