@@ -1,19 +1,23 @@
 """Evaluation of a trained model: the fixed-batch loss of training, and the positional-encoding
 evaluation of compare.py (length extrapolation, per-position loss, context extension, a short fine-tune).
 
-L = training block_size, T = evaluation length; all on the validation split:
-- Scored text: the first R = n * 8L tokens of val, n = min(eval_windows, len(val) // 8L); the same for
-  every run, and for every T up to the last R mod T tokens.
+L = training block_size, T = evaluation length; all on the validation split, cut in two halves: the second
+is held out for every reported number, the first only chooses hyper-parameters (compare.py's learning-rate
+tuning reads `tune_loss`, the loss at L there), so a choice never sees the text it is judged on.
+- Scored text: the first R = n * 8L tokens of the held-out half, n = min(eval_windows, half // 8L); the
+  same for every run, and for every T up to the last R mod T tokens. `tune_loss` scores the first R tokens
+  of the other half in non-overlapping windows of L.
 - Non-overlapping (Press et al. 2022): consecutive windows of T tokens, each token scored once with the
   context its window gives it (0 .. T-1 tokens).
 - Sliding window, stride s: windows of T tokens every s tokens; the first window scores all its tokens,
   each later one only those no earlier window scored (its last s), so every token is scored once, with
   T - s or more tokens of context after the first window. stride >= T is the non-overlapping evaluation.
 - Per-position loss: mean loss at each position of the non-overlapping windows of the longest T.
-- `learned` has no rows past L: n/a. RoPE runs are also evaluated with each context-extension method of
-  rope.py applied at inference, untrained, with factor = T / L and original length L (at T <= L every
-  method is the identity, so those cells repeat plain rope). With finetune_iters > 0, copies of each rope
-  run are fine-tuned at 2L (plain, and each method at factor 2) with training.py's step, and evaluated.
+- `learned` has no rows past L: n/a. Rotary runs (schemes with `extends_context`) are also evaluated with
+  each context-extension method of rope.py applied at inference, untrained, with factor = T / L and
+  original length L (at T <= L every method is the identity, so those cells repeat plain rope). With
+  finetune_iters > 0, copies of each such run are fine-tuned at 2L (plain, and each method at factor 2)
+  with training.py's step, and evaluated.
 A run is evaluated in the precision it was trained in (`runtime.Precision` of its dtype).
 
 A run on a task (dataset=task:NAME, data/tasks.py) is scored instead by accuracy at every problem size n =
@@ -39,7 +43,6 @@ from configurator import Config, check_ints, check_number
 from data.batches import EVAL_SEED, get_batch, load_dataset, random_positions, windows_at
 from data.tasks import Task, eval_problems, get_task
 from model import GPT
-from positional import POS_ENCODINGS
 from rope import rope_inv_freq
 from runtime import Precision, to_device
 from training import TrainConfig, accumulate_gradients, configure_optimizers, optimizer_step
@@ -163,7 +166,7 @@ def rope_scaled(model: GPT, scaling: dict | None):
     original = model.transformer.wpe
     if scaling is not None:
         cfg = dataclasses.replace(model.config, rope_scaling=scaling)
-        model.transformer.wpe = POS_ENCODINGS["rope"](cfg).to(next(model.parameters()).device)
+        model.transformer.wpe = type(original)(cfg).to(next(model.parameters()).device)
     try:
         yield model
     finally:
@@ -228,20 +231,23 @@ def finetune(model: GPT, data: np.ndarray, tcfg: TrainConfig, ev: EvalConfig, pr
 
 
 def val_region(tcfg: TrainConfig, meta: dict, block_size: int, ev: EvalConfig, data_dir=None):
-    """The scored validation tokens (module docstring) and the train split (for fine-tuning), of the
-    run's dataset prepared in `data_dir` (the caller's; None: data/)."""
+    """(the scored held-out tokens, the tuning tokens, the train split) of the run's dataset prepared in
+    `data_dir` (the caller's; None: data/): the validation split cut in two halves, the second held out for
+    reports, the first for choosing hyper-parameters (`tune_loss`); of each, the first R = n * 8L tokens
+    (module docstring). The two never overlap."""
     folder_meta, splits = load_dataset(tcfg.dataset, tcfg.tokenizer, data_dir, block_size)
     if folder_meta["source_sha256"] != meta["source_sha256"]:
         raise ValueError(f"dataset {tcfg.dataset!r} does not hold the text this run was trained on")
     val, tr = splits["val"], splits["train"]
-    window = int(MAX_MULTIPLE) * block_size
-    n = min(ev.eval_windows, (len(val) - 1) // window)
+    half, window = len(val) // 2, int(MAX_MULTIPLE) * block_size
+    n = min(ev.eval_windows, (len(val) - half - 1) // window)
     if n < 1:
         raise ValueError(
-            f"the val split has {len(val)} tokens, fewer than {window + 1} (8 * block_size + 1) that the "
-            "evaluation scores; lower --block_size or use a longer text"
+            f"the val split has {len(val)} tokens, fewer than {2 * (window + 1)} (two halves of 8 * "
+            "block_size + 1: held out and tuning) that the evaluation scores; lower --block_size or use a "
+            "longer text"
         )
-    return np.asarray(val[: n * window + 1]), tr
+    return np.asarray(val[half : half + n * window + 1]), np.asarray(val[: n * window + 1]), tr
 
 
 @torch.no_grad()
@@ -306,10 +312,12 @@ def evaluate_run(run: tuple, ev: EvalConfig, device="cpu", data_dir=None) -> dic
     t0 = time.perf_counter()
     model, mcfg, tcfg, meta = run
     precision = Precision.of(tcfg.dtype, device)
-    region, train_data = val_region(tcfg, meta, mcfg.block_size, ev, data_dir)
+    region, tune, train_data = val_region(tcfg, meta, mcfg.block_size, ev, data_dir)
     L = mcfg.block_size
     results = {"": eval_variant(model, region, ev, precision=precision)}
-    if mcfg.pos_enc == "rope" and mcfg.rope_scaling is None and mcfg.random_positions is None:
+    tune_loss = eval_windows(model, tune, L, L, precision)[0]
+    extends = type(model.transformer.wpe).extends_context  # the scheme says whether rope.py's methods apply
+    if extends and mcfg.rope_scaling is None and mcfg.random_positions is None:
         for m in ev.rope_methods:
             at = lambda T, m=m: method_scaling(m, T / L, mcfg) if T > L else None
             results[m] = eval_variant(model, region, ev, at, precision)
@@ -319,4 +327,10 @@ def evaluate_run(run: tuple, ev: EvalConfig, device="cpu", data_dir=None) -> dic
                 finetune(tuned, train_data, tcfg, ev, precision)
                 results[f"{m}+ft" if m else "ft"] = eval_variant(tuned, region, ev, precision=precision)
     elapsed = time.perf_counter() - t0
-    return {"eval": results, "params": _params(model), "eval_s": elapsed, "eval_tokens": len(region) - 1}
+    return {
+        "eval": results,
+        "tune_loss": tune_loss,
+        "params": _params(model),
+        "eval_s": elapsed,
+        "eval_tokens": len(region) - 1,
+    }

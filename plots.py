@@ -141,3 +141,71 @@ def write_task_plot(agg: dict, out: Path) -> list[str]:
         ax.set(xlabel="problem size n (gray: largest trained)", ylabel=title, ylim=(-0.03, 1.03), title=title)
     axes[1].legend(fontsize=7)
     return [_save(fig, out / "accuracy.png")]
+
+
+def write_lr_plot(tuning: dict, out: Path) -> list[str]:
+    """lr_tuning.png: each entry's tuning loss (mean over its tuning seeds) against the learning rate, its
+    chosen rate marked."""
+    plt = _pyplot()
+    if plt is None or not tuning:
+        return []
+    colors, _ = _plot_colors(list(tuning), [])
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for entry, t in tuning.items():
+        lrs = sorted(t["tune_loss"], key=float)
+        ax.plot(
+            [float(x) for x in lrs],
+            [np.mean(t["tune_loss"][x]) for x in lrs],
+            marker="o",
+            ms=3,
+            color=colors[entry],
+            label=entry,
+        )
+        ax.plot(
+            [t["chosen"]],
+            [np.mean(t["tune_loss"][f"{t['chosen']:g}"])],
+            marker="*",
+            ms=10,
+            color=colors[entry],
+        )
+    ax.set(
+        xscale="log",
+        xlabel="peak learning rate",
+        ylabel="loss at L, tuning half of val",
+        title="Learning rate per entry (star: chosen)",
+    )
+    ax.legend(fontsize=7)
+    return [_save(fig, out / "lr_tuning.png")]
+
+
+def write_budget_plot(agg: dict, out: Path, L: int) -> list[str]:
+    """budget.png: held-out loss at L and at the longest length against the iterations trained, per entry
+    (mean ± std over seeds)."""
+    plt = _pyplot()
+    points = {}
+    for lab in agg["labels"]:
+        if "@" in lab:
+            entry, budget = lab.split("@")
+            points.setdefault(entry, []).append((int(budget), agg["extrapolation"]["nonoverlap"][lab]))
+    if plt is None or not points:
+        return []
+    colors, _ = _plot_colors(list(points), [])
+    lengths = list(next(iter(points.values()))[0][1])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for T, ax in zip((str(L), lengths[-1]), axes, strict=True):
+        for entry, pts in points.items():
+            pts = sorted((b, st[T][0], st[T][1]) for b, st in pts if st[T])
+            if pts:  # learned has no rows past L
+                x, m, s = np.array(pts).T
+                ax.errorbar(x, m, yerr=s, marker="o", ms=3, capsize=2, color=colors[entry], label=entry)
+        ax.set(
+            xscale="log",
+            xlabel="iterations (learning rate decayed over each)",
+            ylabel="held-out loss",
+            title=f"T = {T} ({int(T) // L}L)",
+        )
+        budgets = sorted({b for pts in points.values() for b, _ in pts})
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.minorticks_off()
+    axes[1].legend(fontsize=7)
+    return [_save(fig, out / "budget.png")]

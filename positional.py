@@ -46,11 +46,13 @@ class PositionalEncoding(nn.Module):
 
     `max_len` is the longest sequence the scheme can encode (None = any length; M with randomized
     positions); `knobs` lists the ModelConfig fields the scheme reads; `random_positions` says whether
-    it takes randomized positions (its position-dependent hooks accept a (B, T) tensor).
+    it takes randomized positions (its position-dependent hooks accept a (B, T) tensor); `extends_context`
+    whether evaluate.py applies rope.py's context-extension methods to it (its `rope_scaling` knob).
     """
 
     knobs: tuple[str, ...] = ()
     random_positions: bool = False
+    extends_context = False  # rope.py's context-extension methods apply at inference (rotary schemes)
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -193,6 +195,7 @@ class Rotary(PositionalEncoding):
         "rope_nope_layers",
     )
     random_positions = True
+    extends_context = True
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)

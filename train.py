@@ -112,7 +112,7 @@ class Run:
         self.raw_model = GPT(model_cfg).to(self.device)
         betas = (cfg.beta1, cfg.beta2)
         self.optimizer = training.configure_optimizers(
-            self.raw_model, cfg.weight_decay, cfg.learning_rate, betas, kind
+            self.raw_model, cfg.weight_decay, cfg.learning_rate, betas, kind, cfg.pos_lr_mult
         )
         self.scaler = self.precision.grad_scaler()
         if init is not None and not ckpt:  # the scheme's own position parameters (t5, fire, ...) stay new
@@ -239,8 +239,7 @@ class Run:
         """One optimizer step at iteration `it`: (mean train loss, lr, seconds, whether any rank has been
         asked to stop by the end of its forward and backward passes)."""
         lr = training.get_lr(it, self.cfg)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        training.set_lr(self.optimizer, lr)
         t_step = time.perf_counter()
         rank, gas, M = self.procs.rank, self.gas, self.raw_model.config.random_positions
         micro_batches = (  # seed: the micro-step's index in the global accumulation

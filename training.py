@@ -48,6 +48,7 @@ class TrainConfig(RuntimeConfig):
     warmup_iters: int = 100  # linear warmup to learning_rate
     lr_decay_iters: int = 2000  # cosine reaches min_lr here (nanoGPT: ~max_iters)
     weight_decay: float = 0.1  # on matrices and embeddings only
+    pos_lr_mult: float = 1.0  # learning rate of position parameters (t5's table, ...) / the others'
     beta1: float = 0.9  # AdamW's
     beta2: float = 0.99  # nanoGPT's small-model value (GPT-2 size: 0.95)
     grad_clip: float = 1.0  # max global grad norm; 0 disables
@@ -69,6 +70,7 @@ class TrainConfig(RuntimeConfig):
         check_number("learning_rate", self.learning_rate, 0, strict=True)
         check_number("min_lr", self.min_lr, 0, self.learning_rate)
         check_number("weight_decay", self.weight_decay, 0)
+        check_number("pos_lr_mult", self.pos_lr_mult, 0, 1e4, strict=True)
         check_number("grad_clip", self.grad_clip, 0)  # 0 disables clipping
         for name in ("beta1", "beta2"):
             check_number(name, getattr(self, name), 0, 1)
@@ -132,16 +134,31 @@ class TrainConfig(RuntimeConfig):
         return n_train, n_eval
 
 
-def configure_optimizers(model, weight_decay: float, learning_rate: float, betas, device_type: str):
+def configure_optimizers(
+    model, weight_decay: float, learning_rate: float, betas, device_type: str, pos_lr_mult: float = 1.0
+):
     """AdamW over `model`'s parameters with weight decay on matrices and embeddings only (not on biases or
-    norm gains). Fused (one kernel for all parameters) on CPU and CUDA, as `transformers`' Trainer defaults
-    to: on CPU the unfused AdamW loops over parameters in Python, ~6% of a step at the baby size."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
+    norm gains). Position parameters (`transformer.wpe`, if any) form their own groups whose learning rate is
+    `pos_lr_mult` times the others' (each group's `lr_mult`; `set_lr` applies it). Fused (one kernel for all
+    parameters) on CPU and CUDA, as `transformers`' Trainer defaults to: on CPU the unfused AdamW loops over
+    parameters in Python, ~6% of a step at the baby size."""
+    position = {id(p) for name, p in model.named_parameters() if name.startswith("transformer.wpe.")}
+    groups = []
+    for mult, ids in ((1.0, lambda p: id(p) not in position), (pos_lr_mult, lambda p: id(p) in position)):
+        params = [p for p in model.parameters() if p.requires_grad and ids(p)]
+        for decay, keep in ((weight_decay, lambda p: p.dim() >= 2), (0.0, lambda p: p.dim() < 2)):
+            chosen = [p for p in params if keep(p)]
+            if chosen:
+                groups.append(
+                    {"params": chosen, "weight_decay": decay, "lr_mult": mult, "lr": learning_rate * mult}
+                )
     return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type in ("cpu", "cuda"))
+
+
+def set_lr(optimizer, lr: float) -> None:
+    """The learning rate of every group: `lr` times the group's multiplier."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_mult", 1.0)
 
 
 def get_lr(it: int, cfg: TrainConfig) -> float:

@@ -38,9 +38,11 @@ eval_iters = 20
 log_interval = 50
 sample_tokens = 0
 
-# the grid and the extrapolation evaluation
+# the grid, each entry at its own learning rate, and the extrapolation evaluation
 schemes = "learned,sinusoidal,rope,alibi,none,t5,kerple,fire,cope"
 n_seeds = 3
+tune_lrs = "5e-4,1e-3,2e-3,4e-3,8e-3"  # every entry tried at each on a seed of its own (grid.py)
+reference = "learned"
 eval_lengths = "1,1.25,1.5,2,4,8"  # x block_size: 64 .. 512 tokens
 eval_windows = 16  # 16 windows of 512 tokens: 8,192 validation tokens scored at every length
 stride = 64  # sliding window: every token scored with at least T - 64 tokens of context

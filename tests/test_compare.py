@@ -16,8 +16,8 @@ import compare
 from configurator import parse_config
 from data.batches import EVAL_SEED, fixed_eval_batches, load_dataset
 from evaluate import EvalConfig, eval_windows
+from grid import CompareConfig
 from model import ModelConfig
-from positional import POS_ENCODINGS
 from rundir import load_run
 from training import TrainConfig
 
@@ -126,30 +126,6 @@ def test_bad_input_is_a_clear_value_error(argv, match):
         compare.main(argv, progress=False)
 
 
-def test_scheme_config_keeps_knobs_for_their_scheme_only():
-    base = ModelConfig(pos_enc="rope", rope_base=500.0, block_size=L, n_layer=1, n_head=2, n_embd=16)
-    assert compare.scheme_config(base, "alibi").rope_base is None
-    assert compare.scheme_config(base, "rope").rope_base == 500.0
-    cfg = compare.scheme_config(base, "rope:rope_dim=4")
-    assert (cfg.rope_dim, cfg.rope_base) == (4, 500.0)
-    assert compare.label_of(cfg) == "rope:rope_base=500.0:rope_dim=4"
-    cfg = compare.scheme_config(base, "rope:qk_norm=true:rope_nope_interval=1:random_positions=64")
-    label = "rope:rope_base=500.0:rope_nope_interval=1:qk_norm=true:random_positions=64"
-    assert compare.label_of(cfg) == label
-    assert compare.label_of(compare.scheme_config(base, "none:qk_norm=true")) == "none:qk_norm=true"
-
-
-@pytest.mark.parametrize("preset", sorted(p.name for p in (REPO / "config").glob("ablation_*.py")))
-def test_presets_parse(preset):
-    types_ = (ModelConfig, TrainConfig, EvalConfig, compare.CompareConfig)
-    model_cfg, train_cfg, ev, cmp = parse_config([str(REPO / "config" / preset)], *types_)
-    assert cmp.n_seeds >= 2 and train_cfg.max_iters == train_cfg.lr_decay_iters
-    assert ev.stride == model_cfg.block_size
-    schemes = [compare.scheme_config(model_cfg, e).pos_enc for e in cmp.entries()]  # every entry builds
-    if preset in ("ablation_cpu.py", "ablation_quick.py"):  # the comparison of schemes: all but xpos
-        assert set(schemes) == set(POS_ENCODINGS) - {"xpos"}
-
-
 # --- nothing lost, every failure one line (issue 11) ----------------------------------------------
 
 
@@ -232,10 +208,6 @@ def test_eval_only_of_a_run_without_metrics_is_a_clear_error(grid, tmp_path):
         compare.main(argv, progress=False)
 
 
-def test_the_default_grid_is_every_registered_scheme():
-    assert sorted(compare.CompareConfig().entries()) == sorted(POS_ENCODINGS)
-
-
 def test_task_grids_write_accuracy_reports(tmp_path):
     """dataset=task:A,B runs a grid per task, each with accuracy tables by n and a plot; eval_only reads
     the runs back to the same accuracies."""
@@ -263,7 +235,8 @@ def test_task_grids_write_accuracy_reports(tmp_path):
         results = grids[task]
         assert results["labels"] == ["learned", "alibi"] and results["n_train"] == 3
         assert list(results["accuracy"]["exact"]["alibi"]) == [str(n) for n in range(1, 10)]
-        assert all(0 <= st[0] <= 1 for st in results["accuracy"]["token"]["learned"].values())
+        token = results["accuracy"]["token"]["learned"]  # 4 steps learn nothing: no run counts past n = 3
+        assert all(0 <= token[str(n)][0] <= 1 for n in (1, 2, 3)) and token["4"] is None
         report = (out / "report.md").read_text()
         assert "| 3 (trained) |" in report and "| position params | train s | eval s |" in report
         run = results["runs"][0]
@@ -420,35 +393,14 @@ def test_eval_only_of_one_run_of_a_grid_never_writes_over_the_grids_report(grid,
     assert (root / "grid" / "report.md").read_bytes() == before
 
 
-def test_values_of_every_origin_pass_the_same_checks():
-    """task_overrides and grid entries are typed like the command line."""
-    cmp = compare.CompareConfig(task_overrides={"copy": {"compile": "no", "max_iters": 1e3}})
-    assert cmp.task_overrides == {"copy": {"compile": False, "max_iters": 1000}}
-    for bad, match in [
-        ({"copy": {"data_dir": 7}}, "data_dir'\\]=7 is not a valid str"),
-        ({"copy": {"learning_rate": "abc"}}, "learning_rate'\\]='abc' is not a valid float"),
-        ({"copy": {"learning_rate": None}}, "is not a valid float"),
-        ({"copy": {"tensorboard_dir": 5}}, "tensorboard_dir'\\]=5"),
-        ({"copy": {"max_iter": 5}}, "did you mean --max_iters"),
-        ({"kopy": {}}, "task_overrides maps tasks"),
-    ]:
-        with pytest.raises(ValueError, match=match):
-            compare.CompareConfig(task_overrides=bad)
-    entries = 'rope:rope_nope_layers=[0,1],rope:rope_scaling={"rope_type":"linear","factor":2},alibi'
-    (cmp,) = parse_config([f"--schemes={entries}"], compare.CompareConfig)
-    base = ModelConfig(n_layer=2, block_size=L)
-    assert compare.scheme_config(base, cmp.schemes[0]).rope_nope_layers == (0, 1)
-    assert compare.scheme_config(base, cmp.schemes[1]).rope_scaling == {"rope_type": "linear", "factor": 2}
-
-
 def test_every_grid_is_checked_before_any_run_trains(tmp_path):
     """A task's block_size decides random_positions; task_plain in an override is a clear error; an
     evaluation that cannot run and devices that are not there are refused before a run dir exists."""
     argv = [*TINY, "--dataset=task:copy,addition", "--task_n_train=2", f"--out_dir={tmp_path / 't'}"]
     argv += ["--n_seeds=1", "--task_problems=5"]
     entries = ["--block_size=64", "--schemes=rope:random_positions=30"]  # M > each task's block, < 64
-    configs = parse_config([*argv, *entries], ModelConfig, TrainConfig, EvalConfig, compare.CompareConfig)
-    assert [j.model.block_size for _, jobs, _ in compare.grids(*configs) for j in jobs] == [13, 21]
+    configs = parse_config([*argv, *entries], ModelConfig, TrainConfig, EvalConfig, CompareConfig)
+    assert [g.model.block_size for g in compare.plan_grids(*configs)] == [13, 21]
     with pytest.raises(
         ValueError, match="task_plain is an option of task:addition, not of dataset='task:copy'"
     ):
@@ -460,3 +412,19 @@ def test_every_grid_is_checked_before_any_run_trains(tmp_path):
         with pytest.raises(ValueError, match="CUDA is not available"):
             compare.main([*argv, "--devices=cuda:0", "--jobs=2"], progress=False)
     assert not list(tmp_path.rglob("ckpt.pt"))
+
+
+def test_a_tuned_grid_reports_each_entrys_rate_and_resumes_without_training(tmp_path, monkeypatch):
+    argv = [*tiny_grid(tmp_path), "--rope_methods=", "--n_seeds=1", "--tune_lrs=1e-3,1e-2"]
+    results = compare.main(argv, progress=False)
+    assert set(results["tuning"]) == {"learned", "rope"}
+    assert len(list((tmp_path / "grid" / "tune").iterdir())) == 4
+    for run in results["runs"]:
+        assert run["configs"]["train"]["learning_rate"] == results["tuning"][run["label"]]["chosen"]
+    assert "## Learning rate, chosen per entry" in (tmp_path / "grid" / "report.md").read_text()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(compare, "train", no_training)
+    assert compare.main(argv, progress=False)["tuning"] == results["tuning"]

@@ -186,3 +186,17 @@ def test_greedy_exact_match_is_teacher_forced_argmax_exact_match():
     logits, _ = model(x, y)
     forced = ((logits.argmax(-1) == y) | (y == -1)).all(1)
     assert torch.equal(torch.from_numpy(right.all(1)), forced) and 0 < forced.float().mean() < 1
+
+
+def test_the_tuning_half_and_the_held_out_half_never_overlap(monkeypatch):
+    """Token k of the validation split is k here, so the regions show which indices they took."""
+    N, L = 10_000, 16
+    splits = {"val": np.arange(N), "train": np.arange(5)}
+    monkeypatch.setattr(evaluate, "load_dataset", lambda *a: ({"source_sha256": "x"}, splits))
+    ev = evaluate.EvalConfig(eval_windows=4)
+    test, tune, _ = evaluate.val_region(TrainConfig(), {"source_sha256": "x"}, L, ev)
+    assert len(test) == len(tune) == 4 * 8 * L + 1
+    assert test[0] == N // 2 and tune[-1] < N // 2 and not set(test) & set(tune)
+    ev = evaluate.EvalConfig(eval_windows=10**6)  # as many windows as the halves hold, still apart
+    test, tune, _ = evaluate.val_region(TrainConfig(), {"source_sha256": "x"}, L, ev)
+    assert tune[-1] < test[0] == N // 2 and test[-1] < N

@@ -1,4 +1,5 @@
-"""report.py: statistics over seeds, "within the spread" groups, slugs, and report files from records."""
+"""report.py: slugs, report files from records, paired differences against the reference, budget rankings,
+and the "not learned" rule of task reports, on crafted records."""
 
 import json
 
@@ -7,17 +8,9 @@ import pytest
 import report
 
 
-def test_stats_and_cells():
-    assert report._stats([1.0, 2.0, 3.0]) == [2.0, 1.0, 3]  # sample std (ddof=1)
-    assert report._stats([1.5]) == [1.5, 0.0, 1] and report._stats([1.0, None]) is None
+def test_cells():
     assert report._cell([2.0, 1.0, 3]) == "2.000 ± 1.000" and report._cell([1.5, 0.0, 1]) == "1.500"
     assert report._cell(None) == "n/a" and report._cell([1.0, 0.1, 2], best=True) == "**1.000 ± 0.100**"
-
-
-def test_within_spread_groups_neighbours_whose_difference_is_inside_their_stds():
-    stats = {"a": [1.00, 0.02, 3], "b": [1.03, 0.02, 3], "c": [1.20, 0.01, 3], "d": [1.5, 0.0, 1]}
-    assert report._within_spread("T=64", stats) == ["T=64: a 1.000 ± 0.020 ≈ b 1.030 ± 0.020"]
-    assert report._within_spread("T=64", {"a": [1.0, 0.01, 3], "b": [1.1, 0.01, 3]}) == []
 
 
 def test_slug():
@@ -25,7 +18,7 @@ def test_slug():
     assert report.slug("rope+yarn+ft") == "rope+yarn+ft"
 
 
-def record(label, seed, loss, tmp_path):
+def record(label, seed, loss, tmp_path, lr=1e-3):
     run_dir = tmp_path / f"{label}-{seed}"
     run_dir.mkdir()
     rows = [{"iter": it, "val_loss": loss + d, "train_loss": loss + d} for it, d in ((0, 1.0), (4, 0.0))]
@@ -44,7 +37,8 @@ def record(label, seed, loss, tmp_path):
         "ms_per_iter": 5.0,
         "elapsed_s": 2.0,
     }
-    configs = {"model": {"block_size": 8}, "train": {"dataset": "tiny", "tokenizer": "char", "max_iters": 4}}
+    train = {"dataset": "tiny", "tokenizer": "char", "max_iters": 4, "learning_rate": lr}
+    configs = {"model": {"block_size": 8}, "train": train}
     return {
         "label": label,
         "seed": seed,
@@ -81,4 +75,62 @@ def test_write_report_files_and_numbers(tmp_path, capsys):
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
     text = (out / "report.md").read_text()
     assert "| 8 (1L) | **1.005 ± 0.007** | 1.205 ± 0.007 |" in text and "sliding window, stride 8" in text
+    assert results["reference"] == "rope"  # no learned entry: the first
+    diff = results["differences"]["nonoverlap"]["8"]["alibi"]  # seeds pair: +0.2 exactly, twice
+    assert diff["mean"] == pytest.approx(0.2) and diff["resolved"] and "minus rope" in text
     assert "report.md" in capsys.readouterr().out
+
+
+def test_budget_rankings_and_the_reference_of_each_budget(tmp_path):
+    records = [
+        record(f"{lab}@{b}", s, loss - 0.1 * b + 0.001 * s, tmp_path)
+        for lab, loss in (("learned", 2.0), ("rope", 1.9))
+        for b in (1, 2)
+        for s in (0, 1)
+    ]
+    agg = report.aggregate(records)
+    assert agg["reference"] == "learned"
+    assert set(agg["differences"]["nonoverlap"]["8"]) == {"rope@1", "rope@2"}  # paired at their own budget
+    assert agg["differences"]["nonoverlap"]["8"]["rope@2"]["mean"] == pytest.approx(-0.1)
+    assert report.budget_rankings(agg) == {
+        b: {"8": ["rope", "learned"], "16": ["rope", "learned"]} for b in ("1", "2")
+    }
+
+
+def task_record(label, seed, exact):
+    """A task run with exact match `exact[n]` at n = 1 .. 4 (trained on n <= 2)."""
+    acc = {str(n): e for n, e in enumerate(exact, 1)}
+    return {
+        "label": label,
+        "seed": seed,
+        "n_train": 2,
+        "n_eval": 4,
+        "eval_problems": 10,
+        "eval_s": 1.0,
+        "accuracy": {"exact": acc, "token": acc},
+        "params": {"non_embedding": 10, "position": 0},
+        "summary": {"final_val_loss": 0.1, "elapsed_s": 1.0},
+        "configs": {"train": {"dataset": "task:copy", "max_iters": 10, "learning_rate": 1e-3}},
+    }
+
+
+def test_a_run_that_did_not_learn_its_task_is_left_out_past_the_trained_sizes(tmp_path):
+    records = [
+        task_record("none", 1, [1.0, 0.95, 0.5, 0.1]),
+        task_record("none", 2, [0.9, 0.2, 0.0, 0.0]),
+        task_record("rope", 1, [1.0, 1.0, 0.0, 0.0]),
+        task_record("rope", 2, [1.0, 1.0, 0.2, 0.0]),
+    ]
+    agg = report.aggregate_tasks(records, threshold=0.9)
+    assert agg["learned"]["none"]["learned"] == 1 and agg["learned"]["rope"]["learned"] == 2
+    assert agg["ranges"]["none"]["exact_in"][0] == pytest.approx(
+        (0.975 + 0.55) / 2
+    )  # every run in distribution
+    assert agg["ranges"]["none"]["exact_out"] == [pytest.approx(0.3), 0.0, 1]  # the learned run alone
+    assert agg["accuracy"]["exact"]["none"]["3"] == [0.5, 0.0, 1]
+    assert agg["differences"]["exact_out"]["rope"]["n"] == 1  # paired where both learned: seed 1
+    results = report.write_task_report(
+        records, {"learned_threshold": 0.9, "reference": "rope"}, tmp_path, "cmd", 1.0
+    )
+    assert results["differences"]["exact_out"]["none"]["n"] == 1  # only seed 1 learned on both sides
+    assert "| none | 0.100 ± 0.000 | 1/2 | 0.762 ± 0.301 | 0.300 |" in (tmp_path / "report.md").read_text()
