@@ -7,12 +7,15 @@ attention score gets a bias that depends on where the key is relative to the que
     fire    Li et al. 2023          MLP(psi(i - j) / psi(max(L_thr, i))), psi(x) = log(c x + 1), one MLP
     cope    Golovneva et al. 2024   contextual positions (sums of sigmoid(q.k) gates), interpolated embeddings
 
-Conventions: query position i, key position j <= i, distance i - j >= 0, all absolute positions, so the KV
-cache gives the bias of a full forward at any offset. The bias is added to SDPA's scaled scores
-q.k / sqrt(hs), with the causal -inf folded in, as one float mask (1 or B, nh, T, S) and no is_causal. What is
-computed once per forward (`attn_bias`) and what once per layer (`layer_bias`) is said per scheme.
+Conventions: query position i, key position j (the tokens' positions, or their explicit ids: positional.
+Positions), distance i - j, >= 0 at every key a query sees when ids never decrease along a sequence (the
+only explicit ids these schemes take: `position_ids = "monotone"`; CoPE takes none, it counts its own).
+Positions are absolute, so the KV cache gives the bias of a full forward at any offset. Each scheme returns
+the bias added to the scaled scores q.k / sqrt(hs), (1 or B, nh, T, S); attention.py masks the keys a query
+does not see. What is computed once per forward (`attn_bias`) and what once per layer (`layer_bias`) is
+said per scheme.
 
-Kernels: a float mask rules out SDPA's flash kernel on CUDA (it takes is_causal only), so these schemes get
+Kernels: a float bias rules out SDPA's flash kernel on CUDA (it takes is_causal only), so these schemes get
 the memory-efficient kernel there, which takes the mask and its gradient (PyTorch's backend rules; not
 measured here). On CPU (measured, torch 2.13) a 4-D float mask runs the flash-CPU kernel when no gradient
 flows into it (alibi; every scheme under no_grad) and the math kernel when one does (the learned biases in
@@ -25,19 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from positional import PositionalEncoding, register
-
-
-def _distances(q_len: int, k_len: int, device) -> torch.Tensor:
-    """i - j for queries at k_len - q_len .. k_len - 1 over keys 0 .. k_len - 1: (q_len, k_len) int64,
-    negative where the key is in the query's future."""
-    q_pos = torch.arange(k_len - q_len, k_len, device=device)
-    return q_pos[:, None] - torch.arange(k_len, device=device)
-
-
-def _causal(bias: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-    """bias (..., q_len, k_len) with -inf on the future keys, as SDPA's 4-D float mask (1, ..., q, k)."""
-    return bias.masked_fill(dist < 0, float("-inf"))[None]
+from positional import LayerContext, PositionalEncoding, Positions, register
 
 
 def alibi_slopes(n_head: int) -> torch.Tensor:
@@ -62,9 +53,8 @@ class ALiBi(PositionalEncoding):
         super().__init__(config)
         self.register_buffer("slopes", alibi_slopes(config.n_head), persistent=False)
 
-    def attn_bias(self, q_len, k_len, device):
-        dist = _distances(q_len, k_len, device)
-        return _causal(-self.slopes[:, None, None] * dist, dist)  # (1, nh, q_len, k_len)
+    def attn_bias(self, pos: Positions, device):
+        return -self.slopes[:, None, None] * pos.distances(device)[:, None]  # (B|1, nh, T, S)
 
 
 def t5_bucket(distance: torch.Tensor, num_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
@@ -87,6 +77,8 @@ class T5Bias(PositionalEncoding):
     t5_max_distance (default 128). Table `relative_attention_bias` (num_buckets, nh), GPT-2 init N(0, 0.02).
     Past block_size: every distance >= max_distance reads the last bucket, so the bias is flat out there;
     buckets of distances never seen in training (block_size < max_distance) keep their initial values."""
+
+    parameter_free = False
 
     knobs = ("t5_num_buckets", "t5_max_distance")
 
@@ -111,10 +103,9 @@ class T5Bias(PositionalEncoding):
                 f"log-spaced buckets start), got {distance!r}"
             )
 
-    def attn_bias(self, q_len, k_len, device):
-        dist = _distances(q_len, k_len, device)
-        buckets = t5_bucket(dist, self.num_buckets, self.max_distance)
-        return _causal(self.relative_attention_bias(buckets).permute(2, 0, 1), dist)  # (1, nh, q_len, k_len)
+    def attn_bias(self, pos: Positions, device):
+        buckets = t5_bucket(pos.distances(device), self.num_buckets, self.max_distance)  # (B|1, T, S)
+        return self.relative_attention_bias(buckets).permute(0, 3, 1, 2)  # (B|1, nh, T, S)
 
 
 @register("kerple")
@@ -125,6 +116,8 @@ class KERPLE(PositionalEncoding):
     r2 ~ U(0, 1), floored at 0.01 (the paper's code's init and eps). The distances are computed once per
     forward, the kernel once per layer. No knobs. Past block_size: the same kernel at longer distances, a
     logarithmic decay with no length built in."""
+
+    parameter_free = False
 
     EPS = 0.01
 
@@ -138,13 +131,13 @@ class KERPLE(PositionalEncoding):
         self.rho1 = nn.ParameterList(rho(2.0) for _ in range(config.n_layer))
         self.rho2 = nn.ParameterList(rho(1.0) for _ in range(config.n_layer))
 
-    def attn_bias(self, q_len, k_len, device):
-        return _distances(q_len, k_len, device).float()  # (q_len, k_len), i - j; negative = the future
+    def attn_bias(self, pos: Positions, device):
+        return pos.distances(device).float().clamp(min=0)[:, None]  # (B|1, 1, T, S), i - j; the future 0
 
-    def layer_bias(self, dist, q, k, layer):
-        r1 = F.softplus(self.rho1[layer])[:, None, None]  # (nh, 1, 1)
-        r2 = F.softplus(self.rho2[layer])[:, None, None]
-        return _causal(-r1 * torch.log1p(r2 * dist.clamp(min=0)), dist)  # (1, nh, q_len, k_len)
+    def layer_bias(self, dist, q, k, ctx: LayerContext):
+        r1 = F.softplus(self.rho1[ctx.layer])[:, None, None]  # (nh, 1, 1)
+        r2 = F.softplus(self.rho2[ctx.layer])[:, None, None]
+        return -r1 * torch.log1p(r2 * dist)  # (B|1, nh, T, S)
 
 
 @register("fire")
@@ -160,6 +153,8 @@ class FIRE(PositionalEncoding):
     Below the threshold the normaliser is fixed and the bias depends on i - j alone; past it, on the ratio
     of log-distances (progressive interpolation). Past block_size the MLP's input stays in [0, 1], the range
     it was trained on, which is FIRE's answer to length extrapolation."""
+
+    parameter_free = False
 
     knobs = ("fire_threshold",)
     WIDTH, C0, EPS = 32, 0.1, 1e-6
@@ -188,17 +183,18 @@ class FIRE(PositionalEncoding):
         if not number or not 0 < threshold < math.inf:
             raise ValueError(f"fire_threshold must be a positive number (initial L_thr), got {threshold!r}")
 
-    def attn_bias(self, q_len, k_len, device):
-        dist = _distances(q_len, k_len, device)
-        i = torch.arange(k_len - q_len, k_len, device=device, dtype=torch.float32)  # query positions
+    def attn_bias(self, pos: Positions, device):
+        i = pos.query_ids(device).float()  # (B|1, T), the queries' positions
 
         def psi(x):
             return torch.log1p(self.c.abs() * x)
 
-        norm = psi(torch.maximum(i, self.l.abs() * self.threshold)) + self.EPS  # (q_len,)
-        x = psi(dist.clamp(min=0).float()) / norm[:, None]  # (q_len, k_len), in [0, 1]
-        bias = F.linear(torch.relu(F.linear(x[..., None], self.w1, self.b1)), self.w2, self.b2)  # (q, k, nh)
-        return _causal(bias.permute(2, 0, 1), dist)  # (1, nh, q_len, k_len)
+        norm = psi(torch.maximum(i, self.l.abs() * self.threshold)) + self.EPS  # (B|1, T)
+        x = psi(pos.distances(device).clamp(min=0).float()) / norm[..., None]  # (B|1, T, S), in [0, 1]
+        bias = F.linear(
+            torch.relu(F.linear(x[..., None], self.w1, self.b1)), self.w2, self.b2
+        )  # (., T, S, nh)
+        return bias.permute(0, 3, 1, 2)  # (B|1, nh, T, S)
 
 
 @register("cope")
@@ -216,6 +212,8 @@ class CoPE(PositionalEncoding):
     the last row."""
 
     knobs = ("cope_max_pos",)
+    position_ids = "none"  # contextual positions: it counts its own
+    parameter_free = False
 
     def __init__(self, config):
         super().__init__(config)
@@ -232,17 +230,14 @@ class CoPE(PositionalEncoding):
         if isinstance(max_pos, bool) or not isinstance(max_pos, int) or max_pos < 1:
             raise ValueError(f"cope_max_pos must be a positive integer, got {max_pos!r}")
 
-    def attn_bias(self, q_len, k_len, device):
-        dist = _distances(q_len, k_len, device)
-        return _causal(torch.zeros(q_len, k_len, device=device), dist)  # the gates need it even when T == S
-
-    def layer_bias(self, mask, q, k, layer):
+    def layer_bias(self, shared, q, k, ctx: LayerContext):
         with torch.autocast(q.device.type, enabled=False):  # sums of up to S gates: float32
             q, k = q.float(), k.float()
-            gates = torch.sigmoid(q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)) + mask)  # (B, nh, T, S)
+            gates = torch.sigmoid(q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)))  # (B, nh, T, S)
+            gates = gates.masked_fill(~ctx.visible, 0.0)  # only the keys the query sees count
             pos = gates.flip(-1).cumsum(-1).flip(-1).clamp(max=self.max_pos - 1)  # p_ij
-            logits = q @ self.pos_emb[layer].t()  # (B, nh, T, max_pos): q_i.e[p] at every integer p
+            logits = q @ self.pos_emb[ctx.layer].t()  # (B, nh, T, max_pos): q_i.e[p] at every integer p
             low = pos.floor()
             w = pos - low
             at_low, at_high = logits.gather(-1, low.long()), logits.gather(-1, pos.ceil().long())
-            return mask + at_high * w + at_low * (1 - w)  # (B, nh, T, S)
+            return at_high * w + at_low * (1 - w)  # (B, nh, T, S)

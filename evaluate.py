@@ -297,7 +297,7 @@ def _params(model: GPT) -> dict:
     return {
         "total": model.num_params(False),
         "non_embedding": model.num_params(True),
-        "position": sum(p.numel() for p in model.transformer.wpe.parameters()),
+        "position": sum(p.numel() for p in model.position_parameters().values()),
     }
 
 

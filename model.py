@@ -22,13 +22,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import attention_bias  # noqa: F401  (registers the attention-bias schemes in POS_ENCODINGS)
+from attention import CausalSelfAttention
 from configurator import Config, check_ints
-from positional import POS_ENCODINGS, PositionalEncoding
+from positional import POS_ENCODINGS, Positions
 
 # Options that combine with any scheme (where it supports them): a compare.py entry may set them as it sets
 # its scheme's knobs (rope:qk_norm=true), and a run's label shows them.
-POSITION_OPTIONS = ("qk_norm", "random_positions")
+POSITION_OPTIONS = ("qk_norm", "random_positions", "abacus", "attn_sink", "ssmax", "window", "window_pattern")
 MAX_SIZE = 2**20  # bound on sizes and lengths: past it a config would only exhaust memory
+# Names of the parameters that `GPT.position_parameters` counts as positional (not as the model's own).
+POSITION_PREFIXES, POSITION_SUFFIXES = (
+    ("transformer.wpe.", "transformer.abacus."),
+    (".attn.sink", ".attn.ssmax"),
+)
 # What people call the schemes, for the hint of a pos_enc that is not registered.
 SCHEME_NAMES = {
     "nope": "none",
@@ -88,7 +94,13 @@ class ModelConfig(Config):
     fire_threshold: float | None = None  # initial L_thr; None -> block_size / 4 (attention_bias.FIRE)
     cope_max_pos: int | None = None  # None -> block_size (attention_bias.CoPE)
     qk_norm: bool = False  # RMS-normalise q and k per head (no gain) before the positional encoding
-    random_positions: int | None = None  # M: sorted positions drawn from [0, M) (Ruoss et al. 2023)
+    random_positions: int | None = None  # M: positions drawn from [0, M) in training (Ruoss et al. 2023)
+    abacus: int | None = None  # rows of an Abacus table: digit-significance ids of a task (McLeish et al.)
+    # --- attention options (combine with every scheme)
+    attn_sink: bool = False  # a learned sink logit per head and layer joins each softmax (gpt-oss)
+    ssmax: bool = False  # scalable softmax: q.k times s_h log(keys seen), s learned (Nakanishi 2025)
+    window: int | None = None  # sliding-window layers see only their last `window` keys (the query's own too)
+    window_pattern: str | None = None  # per-layer S (window) or L (all keys), repeated: SSSL; None -> all S
 
     EXAMPLES: typing.ClassVar[dict[str, str]] = {
         "rope_scaling": '--rope_scaling=\'{"rope_type": "yarn", "factor": 4, '
@@ -131,7 +143,7 @@ class ModelConfig(Config):
                     f"not by pos_enc={self.pos_enc!r}; remove it"
                 )
         if self.random_positions is not None:
-            takers = sorted(n for n, cls in POS_ENCODINGS.items() if cls.random_positions)
+            takers = sorted(n for n, cls in POS_ENCODINGS.items() if cls.position_ids != "none")
             if self.pos_enc not in takers:
                 raise ValueError(f"random_positions is for pos_enc in {takers}, not {self.pos_enc!r}")
             if self.block_size >= self.random_positions or self.random_positions > MAX_SIZE:
@@ -139,7 +151,28 @@ class ModelConfig(Config):
                     f"random_positions (M, positions drawn from [0, M)) must be an integer in (block_size="
                     f"{self.block_size}, {MAX_SIZE}], got {self.random_positions!r}"
                 )
+        if self.abacus is not None:
+            check_ints(self, ("abacus",), 2, MAX_SIZE)
+        if self.window is not None:
+            check_ints(self, ("window",), 1, MAX_SIZE)
+        pattern = self.window_pattern
+        if pattern is not None and (self.window is None or not pattern or set(pattern) - set("SL")):
+            raise ValueError(
+                f"window_pattern lists S (sliding window) or L (every key) per layer, repeated, like "
+                f"SSSL, and needs --window; got {pattern!r}"
+            )
+        if self.attn_sink and scheme.normalise != "softmax":
+            raise ValueError(
+                f"attn_sink joins a softmax; pos_enc={self.pos_enc!r} has none ({scheme.normalise})"
+            )
         scheme.validate(self)
+
+    def windowed(self, layer: int) -> int | None:
+        """The window of `layer` (window_pattern's letter for it, cycled), None for all keys."""
+        if self.window is None:
+            return None
+        pattern = self.window_pattern or "S"
+        return self.window if pattern[layer % len(pattern)] == "S" else None
 
     @property
     def head_size(self) -> int:
@@ -165,23 +198,25 @@ class ModelConfig(Config):
 
 
 class KVCache:
-    """Keys and values of past positions for incremental decoding, allocated on first use.
+    """Keys and values of past tokens for incremental decoding, allocated on first use.
 
-    `k`, `v`: (n_layer, B, nh, max_len, hs); `pos`: how many positions are filled (the next offset).
-    Keys are stored already rotated, so RoPE needs no re-rotation.
+    `k`, `v`: (n_layer, B, nkv, max_len, E | hs); `pos`: how many tokens are filled (the next offset).
+    Keys are stored position-encoded (rotated), so RoPE needs no re-rotation. With explicit position ids
+    the cache keeps the keys' ids (`ids`, (B, S)); a scheme keeps per-token state of its own in `state`
+    (`extend`), e.g. FoX's forget gates.
     """
 
     def __init__(self, n_layer: int, max_len: int):
         self.n_layer, self.max_len, self.pos = n_layer, max_len, 0
-        self.k = self.v = None
+        self.k = self.v = self.ids = None
+        self.state: dict = {}
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, nh, T, hs) at positions pos..pos+T-1 of `layer`; return all keys/values
-        (B, nh, S, hs)."""
+        """Store k, v (B, nkv, T, E | hs) at tokens pos..pos+T-1 of `layer`; return all keys and values
+        (B, nkv, S, E | hs)."""
         if self.k is None:
-            shape = (self.n_layer, *k.shape[:2], self.max_len, k.size(3))
-            self.k = torch.empty(shape, dtype=k.dtype, device=k.device)
-            self.v = torch.empty(shape, dtype=v.dtype, device=v.device)
+            self.k = k.new_empty(self.n_layer, *k.shape[:2], self.max_len, k.size(3))
+            self.v = v.new_empty(self.n_layer, *v.shape[:2], self.max_len, v.size(3))
         end = self.pos + k.size(2)
         if end > self.max_len:
             raise ValueError(f"KVCache holds {self.max_len} positions, {end} were asked for")
@@ -189,40 +224,46 @@ class KVCache:
         self.v[layer, :, :, self.pos : end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
+    def positions(self, T: int, ids: torch.Tensor | None) -> Positions:
+        """The Positions of T new tokens (explicit `ids` (B, T), kept for later steps, or None); once per
+        forward, before `pos` moves on."""
+        if (ids is None) != (self.ids is None) and self.pos:
+            raise ValueError("a KV cache continues with explicit position ids only if it started with them")
+        if ids is not None:
+            self.ids = ids if self.ids is None else torch.cat((self.ids, ids), dim=1)
+        return Positions(T, self.pos + T, ids, self.ids)
 
-class CausalSelfAttention(nn.Module):
+    def extend(self, key, t: torch.Tensor) -> torch.Tensor:
+        """Append a scheme's state of the new tokens t (..., T) under `key` (e.g. (layer, name)); return
+        that of all tokens so far (..., S)."""
+        self.state[key] = t if key not in self.state else torch.cat((self.state[key], t), dim=-1)
+        return self.state[key]
+
+
+class Abacus(nn.Module):
+    """Abacus embeddings (McLeish et al. 2024): a learned table indexed by each token's digit significance
+    (0 for a token that is not a digit, 1 + significance for one, plus a random offset in training; the data
+    set them, data/tasks.py), added to the token embeddings, beside whatever the positional encoding does.
+    With `abacus` None the identity. Like `learned`, rows that training never reached stay at their init:
+    ids past the largest trained one read untrained rows."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.n_head, self.n_kv, self.dropout = config.n_head, config.kv_heads, config.dropout
-        hs = config.head_size  # q, k, v of all heads:
-        self.c_attn = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv) * hs, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
-        # QK-norm (nanochat): parameter-free RMSNorm of each head's q and k. Applied before the positional
-        # encoding: it commutes with a rotation (norms are kept), so for rope this is nanochat's order
-        # (after RoPE) exactly, while for xpos it keeps the distance decay that normalising after would undo.
-        norm = nn.RMSNorm(hs, elementwise_affine=False) if config.qk_norm else nn.Identity()
-        self.qk_norm = norm
+        rows = config.abacus
+        self.weight = None if rows is None else nn.Parameter(torch.empty(rows, config.n_embd))
+        if rows is not None:
+            nn.init.normal_(self.weight, mean=0.0, std=1.0 if config.init == "torch" else 0.02)
 
-    def forward(self, x, pe: PositionalEncoding, bias, pos, cache: KVCache | None, layer: int):
-        B, T, C = x.size()
-        nh, nkv = self.n_head, self.n_kv
-        # c_attn's output is [q | k | v], each [head 0 | head 1 | ...]: all heads on one axis, a view
-        qkv = self.c_attn(x).view(B, T, nh + 2 * nkv, C // nh).transpose(1, 2)  # (B, nh + 2 nkv, T, hs)
-        qk, v = qkv.split((nh + nkv, nkv), dim=1)  # split, not indexing: its backward is one cat
-        q, k = pe.rotate(self.qk_norm(qk), pos, layer).split((nh, nkv), dim=1)  # (B, nh | nkv, T, hs)
-        if cache is not None:
-            k, v = cache.update(layer, k, v)  # (B, nkv, S, hs)
-        if nkv != nh:  # grouped-query attention: kv head j serves query heads j * nh/nkv .. (as HF repeat_kv)
-            k, v = k.repeat_interleave(nh // nkv, dim=1), v.repeat_interleave(nh // nkv, dim=1)
-        mask = pe.layer_bias(bias, q, k, layer)  # None, bool or float, broadcastable to (B, nh, T, S)
-        if mask is not None and mask.is_floating_point():
-            mask = mask.to(q.dtype)  # SDPA wants the query's dtype (bf16 under autocast)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=mask is None
-        )  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+    def forward(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+        if self.weight is None:
+            if ids is not None:
+                raise ValueError("the batch has abacus ids but the model has no Abacus table: set --abacus")
+            return x
+        if ids is None:
+            raise ValueError(
+                "a model with an Abacus table needs the abacus ids of its tokens (a task's data)"
+            )
+        return x + self.weight[ids]  # (B, T, C)
 
 
 class MLP(nn.Module):
@@ -262,16 +303,16 @@ BLOCKS = {
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
         norm, mlp = BLOCKS[config.block]
         self.ln_1 = norm(config)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = norm(config)
         self.mlp = mlp(config)
 
-    def forward(self, x, pe, bias, pos, cache, layer):
-        x = x + self.attn(self.ln_1(x), pe, bias, pos, cache, layer)
+    def forward(self, x, pe, shared, pos, cache, observe=None):
+        x = x + self.attn(self.ln_1(x), pe, shared, pos, cache, observe)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -283,8 +324,9 @@ class GPT(nn.Module):
             dict(
                 wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
                 wpe=POS_ENCODINGS[config.pos_enc](config),
+                abacus=Abacus(config),
                 drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+                h=nn.ModuleList(Block(config, layer) for layer in range(config.n_layer)),
                 ln_f=BLOCKS[config.block][0](config),
             )
         )
@@ -307,12 +349,21 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
+    def position_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters position or attention schemes add to the GPT: the scheme's (transformer.wpe), an
+        Abacus table, and attention options' (sinks, SSMax scales)."""
+        return {
+            n: p
+            for n, p in self.named_parameters()
+            if n.startswith(POSITION_PREFIXES) or n.endswith(POSITION_SUFFIXES)
+        }
+
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; `non_embedding` leaves out wte (tied with lm_head) and position parameters."""
         n = sum(p.numel() for p in self.parameters())  # the tied weight is counted once
         if non_embedding:
             n -= self.transformer.wte.weight.numel()
-            n -= sum(p.numel() for p in self.transformer.wpe.parameters())
+            n -= sum(p.numel() for p in self.position_parameters().values())
         return n
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
@@ -324,22 +375,26 @@ class GPT(nn.Module):
         matmul_params = self.num_params(non_embedding=True) + tied_head
         return 6.0 * matmul_params + 12.0 * cfg.n_layer * cfg.n_embd * T
 
-    def forward(self, idx, targets=None, positions=None, cache: KVCache | None = None):
+    def forward(
+        self, idx, targets=None, positions=None, abacus=None, *, cache: KVCache | None = None, observe=None
+    ):
         """idx (B, T) -> (logits, loss). With targets (B, T) (-1 = ignore): logits (B, T, V) and mean
         cross-entropy; without: logits (B, 1, V) of the last position only, loss None. `positions` (B, T):
-        randomized positions of each token (data.batches.random_positions), so that a batch (x, y) or
-        (x, y, positions) is `model(*batch)`; None: offset .. offset + T - 1. With a cache, idx continues
-        the cached positions (and `positions` are the new tokens')."""
+        explicit position ids of the tokens (positional.Positions; None: token t at t), `abacus` (B, T):
+        their Abacus ids, so that a batch (x, y[, positions[, abacus]]) is `model(*batch)`. With a cache, idx
+        continues the cached tokens. `observe(layer, weights)`, if given, sees each layer's attention weights
+        (B, nh, T, S), one layer at a time (diagnostics)."""
         T = idx.size(1)
-        offset = 0 if cache is None else cache.pos
-        if positions is not None and positions.shape != idx.shape:
-            raise ValueError(f"positions must be (B, T) = {tuple(idx.shape)}, got {tuple(positions.shape)}")
-        pos = offset if positions is None else positions
+        for name, ids in (("positions", positions), ("abacus", abacus)):
+            if ids is not None and ids.shape != idx.shape:
+                raise ValueError(f"{name} must be (B, T) = {tuple(idx.shape)}, got {tuple(ids.shape)}")
+        pos = Positions(T, T, positions, positions) if cache is None else cache.positions(T, positions)
         pe = self.transformer.wpe
-        x = self.transformer.drop(pe.embed(self.transformer.wte(idx), pos))  # (B, T, C)
-        bias = pe.attn_bias(T, offset + T, idx.device)  # once per forward; each layer's from it
-        for layer, block in enumerate(self.transformer.h):
-            x = block(x, pe, bias, pos, cache, layer)
+        x = self.transformer.abacus(self.transformer.wte(idx), abacus)
+        x = self.transformer.drop(pe.embed(x, pos))  # (B, T, C)
+        shared = pe.attn_bias(pos, idx.device)  # once per forward; each layer's bias from it
+        for block in self.transformer.h:
+            x = block(x, pe, shared, pos, cache, observe)
         if cache is not None:
             cache.pos += T
         x = self.transformer.ln_f(x)
@@ -351,11 +406,18 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None, positions=None
+        self,
+        idx,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        positions=None,
+        abacus=None,
     ):
         """Append max_new_tokens sampled tokens to idx (B, T0); temperature 0 = greedy. Uses a KV cache;
         with `learned` the context is cropped to block_size like nanoGPT (then every step recomputes).
-        `positions` (B, T0 + max_new_tokens): randomized positions of every token, given and generated."""
+        `positions`, `abacus` (B, T0 + max_new_tokens): the ids of every token, given and generated (a task
+        knows them in advance, data/tasks.py)."""
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature!r}")
         if top_k is not None and top_k <= 0:
@@ -368,11 +430,11 @@ class GPT(nn.Module):
                 ctx = idx if max_len is None else idx[:, -max_len:]
                 capacity = ctx.size(1) + max_new_tokens - step - 1 if max_len is None else max_len
                 cache = KVCache(self.config.n_layer, capacity)
-                pos = None if positions is None else positions[:, end - ctx.size(1) : end]
-                logits, _ = self(ctx, positions=pos, cache=cache)
+                ids = [None if t is None else t[:, end - ctx.size(1) : end] for t in (positions, abacus)]
+                logits, _ = self(ctx, None, *ids, cache=cache)
             else:
-                pos = None if positions is None else positions[:, end - 1 : end]
-                logits, _ = self(idx[:, -1:], positions=pos, cache=cache)
+                ids = [None if t is None else t[:, end - 1 : end] for t in (positions, abacus)]
+                logits, _ = self(idx[:, -1:], None, *ids, cache=cache)
             logits = logits[:, -1, :].float()  # (B, V)
             if temperature == 0:
                 next_id = logits.argmax(dim=-1, keepdim=True)

@@ -2,21 +2,28 @@
 
 `GPT.forward` calls the hooks of `transformer.wpe` unconditionally, so adding a scheme is a class and never
 touches the forward pass. Once per forward: `embed` (token embeddings in, first block's input out) and
-`attn_bias` (the mask or bias every layer starts from). Once per layer: `rotate` (queries and keys) and
-`layer_bias` (that layer's SDPA mask, from `attn_bias`'s and the layer's q and k). The base class is NoPE,
-every hook the identity; a scheme overrides what its paper changes. This module holds the absolute and
-rotary schemes; attention_bias.py the attention-bias family (alibi, t5, kerple, fire, cope), which
-registers here when imported (model.py imports it). Shapes: B batch, T new positions, S = offset + T keys,
-nh heads, hs head size.
+`attn_bias` (what every layer's bias is derived from). Once per layer: `rotate` (queries and keys) and
+`layer_bias` (that layer's additive attention bias, from `attn_bias`'s and the layer's q, k and input). The
+base class is NoPE, every hook the identity; a scheme overrides what its paper changes, and says through
+class attributes what it takes (`position_ids`) and what attention does with it (`normalise`,
+`extends_context`). This module holds the absolute and rotary schemes; attention_bias.py the attention-bias
+family (alibi, t5, kerple, fire, cope) and attention_mods.py the schemes that change attention itself (fox,
+stickbreaking, pope); both register here when imported (model.py imports them). Shapes: B batch, T new
+tokens, S = cached + T keys, nh heads, hs head size.
 
-Positions `pos` are an int offset (positions pos .. pos + T - 1) or, for randomized positions (Ruoss et al.
-2023, `ModelConfig.random_positions` = M), a (B, T) tensor of sorted positions in [0, M); only schemes
-with `random_positions = True` are given tensors (ModelConfig checks).
+Positions (`Positions`): by default token t of a sequence sits at position t (queries of a forward over a
+KV cache of S - T tokens at S - T .. S - 1). A batch may carry explicit position ids (B, T) instead:
+randomized positions (Ruoss et al. 2023), or ids a task sets (position coupling, data/tasks.py). Every
+scheme reads them the same way: absolute tables index by them, rotary schemes rotate by them, relative
+biases use id_i - id_j. Causality is by token order, never by id. A scheme takes explicit ids only of the
+kind it can: `position_ids` is "any", "monotone" (ids that never decrease along a sequence, so that every
+visible key is at a distance >= 0: the biases' causal forms), or "none" (CoPE counts its own positions).
 """
 
 from __future__ import annotations  # ModelConfig is only imported for type checkers (no cycle)
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,9 +32,10 @@ import torch.nn as nn
 from rope import RotaryEmbedding, xpos_scale
 
 if TYPE_CHECKING:
-    from model import ModelConfig
+    from model import KVCache, ModelConfig
 
 POS_ENCODINGS: dict[str, type[PositionalEncoding]] = {}
+ID_KINDS = ("any", "monotone", "none")  # position ids a scheme takes, from the most to the least
 
 
 def register(name: str):
@@ -41,18 +49,72 @@ def register(name: str):
     return deco
 
 
+@dataclass(frozen=True)
+class Positions:
+    """Where the T new tokens and the S keys (cached + new) sit: implicit (q, k None: keys at 0 .. S - 1,
+    queries at S - T .. S - 1) or explicit ids, q (B, T) and k (B, S) int64."""
+
+    q_len: int  # T
+    k_len: int  # S
+    q: torch.Tensor | None = None
+    k: torch.Tensor | None = None
+
+    @property
+    def offset(self) -> int:
+        """The first query's token index (and position, when implicit)."""
+        return self.k_len - self.q_len
+
+    @property
+    def explicit(self) -> bool:
+        return self.q is not None
+
+    def query_ids(self, device) -> torch.Tensor:
+        """(B or 1, T) int64."""
+        return self.q if self.explicit else torch.arange(self.offset, self.k_len, device=device)[None]
+
+    def key_ids(self, device) -> torch.Tensor:
+        """(B or 1, S) int64."""
+        return self.k if self.explicit else torch.arange(self.k_len, device=device)[None]
+
+    def distances(self, device) -> torch.Tensor:
+        """id_i - id_j of every query i and key j: (B or 1, T, S) int64 (negative for the future, when ids
+        are monotone)."""
+        return self.query_ids(device)[:, :, None] - self.key_ids(device)[:, None, :]
+
+    def causal(self, device) -> torch.Tensor:
+        """(T, S) bool, True where key j may be seen by query i: j <= i in token order."""
+        return torch.ones(self.q_len, self.k_len, dtype=torch.bool, device=device).tril(self.offset)
+
+
+@dataclass
+class LayerContext:
+    """What a layer's `layer_bias` may need besides the shared bias and its q, k: the layer, its input x
+    (B, T, C, after the pre-norm), the positions, which keys each query sees (`visible`, (T, S) bool: causal,
+    and the layer's window), and the KV cache (None without), for a scheme's own per-token state."""
+
+    layer: int
+    x: torch.Tensor
+    pos: Positions
+    visible: torch.Tensor
+    cache: KVCache | None
+
+
 class PositionalEncoding(nn.Module):
     """Base strategy = NoPE: every hook is the identity. Subclasses override what their paper changes.
 
-    `max_len` is the longest sequence the scheme can encode (None = any length; M with randomized
-    positions); `knobs` lists the ModelConfig fields the scheme reads; `random_positions` says whether
-    it takes randomized positions (its position-dependent hooks accept a (B, T) tensor); `extends_context`
-    whether evaluate.py applies rope.py's context-extension methods to it (its `rope_scaling` knob).
+    `max_len` is the longest sequence (or position id) the scheme can encode (None = any; M with randomized
+    positions); `knobs` lists the ModelConfig fields the scheme reads; `position_ids` which explicit ids it
+    takes (module docstring); `extends_context` whether evaluate.py applies rope.py's context-extension
+    methods to it (its `rope_scaling` knob); `normalise` how attention turns scores into weights (softmax,
+    or stickbreaking); `parameter_free` that it holds no parameters, so that DroPE can drop it and keep
+    every weight.
     """
 
     knobs: tuple[str, ...] = ()
-    random_positions: bool = False
-    extends_context = False  # rope.py's context-extension methods apply at inference (rotary schemes)
+    position_ids = "monotone"
+    extends_context = False
+    normalise = "softmax"
+    parameter_free = True
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -63,49 +125,59 @@ class PositionalEncoding(nn.Module):
     def validate(cls, config: ModelConfig) -> None:
         """Raise ValueError for config values this scheme cannot use."""
 
-    def embed(self, x: torch.Tensor, pos: int | torch.Tensor) -> torch.Tensor:
-        """x: token embeddings (B, T, C) at positions `pos` -> input of the first block."""
+    def embed(self, x: torch.Tensor, pos: Positions) -> torch.Tensor:
+        """x: token embeddings (B, T, C) at `pos` -> input of the first block."""
         return x
 
-    def rotate(self, qk: torch.Tensor, pos: int | torch.Tensor, layer: int) -> torch.Tensor:
-        """qk: the query heads then the key heads of `layer`, (B, nh + n_kv_head, T, hs), at positions `pos`
-        -> the same, position-encoded. One tensor, a view of the fused projection, so that RoPE rotates
-        queries and keys in one call (docs/BENCH.md: cheaper than two)."""
+    def rotate(self, qk: torch.Tensor, pos: Positions, layer: int) -> torch.Tensor:
+        """qk: the query heads then the key heads of `layer`, (B, nh + n_kv_head, T, hs), of the new tokens
+        -> the same, position-encoded (a scheme may change the last dimension, as PoPE doubles it). One
+        tensor, a view of the fused projection, so that RoPE rotates queries and keys in one call (docs/
+        BENCH.md: cheaper than two)."""
         return qk
 
-    def attn_bias(self, q_len: int, k_len: int, device: torch.device) -> torch.Tensor | None:
-        """Once per forward, for queries at positions k_len-q_len..k_len-1 over keys 0..k_len-1: the mask
-        every layer starts from, broadcastable to (B, nh, q_len, k_len), bool (True = attend) or float
-        (added to the scores, causal -inf folded in), or whatever the scheme's `layer_bias` derives each
-        layer's mask from. None means plain causal attention (q_len == k_len), which lets SDPA use its
-        fastest kernels."""
-        if q_len == k_len:
-            return None
-        return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)
+    def attn_bias(self, pos: Positions, device: torch.device):
+        """Once per forward: what each layer's `layer_bias` starts from (None: nothing)."""
+        return None
 
-    def layer_bias(self, bias, q: torch.Tensor, k: torch.Tensor, layer: int) -> torch.Tensor | None:
-        """Once per layer: SDPA's attn_mask for `layer`, from `attn_bias`'s output and the layer's queries
-        q (B, nh, T, hs) and keys k (B, nh, S, hs) (position-encoded, cached keys included). Default: the
-        shared mask as it is."""
-        return bias
+    def layer_bias(self, shared, q: torch.Tensor, k: torch.Tensor, ctx: LayerContext) -> torch.Tensor | None:
+        """Once per layer: the additive bias of the attention scores, broadcastable to (B, nh, T, S) (its
+        values at keys the query does not see are ignored: attention masks them), from `attn_bias`'s output,
+        the layer's queries q (B, nh, T, hs) and keys k (B, nh, S, hs) (position-encoded, cached keys
+        included) and `ctx`. None: no bias, which lets attention use its fastest kernels. Default: the
+        shared bias as it is."""
+        return shared
 
 
-def _rows(table: torch.Tensor, pos: int | torch.Tensor, T: int) -> torch.Tensor:
-    """Rows of an absolute table (n, C) at positions `pos`: (T, C) for an offset, (B, T, C) for a tensor."""
-    return table[pos] if torch.is_tensor(pos) else table[pos : pos + T]
+def _rows(table: torch.Tensor, pos: Positions) -> torch.Tensor:
+    """Rows of an absolute table (n, C) at the new tokens' positions: (T, C), or (B, T, C) for ids."""
+    return table[pos.q] if pos.explicit else table[pos.offset : pos.k_len]
+
+
+def check_rows(scheme: str, rows: int, pos: Positions, rows_from: str) -> None:
+    """ValueError when implicit positions run past an absolute table's rows (ids are sized by producers)."""
+    if not pos.explicit and pos.k_len > rows:
+        raise ValueError(
+            f"pos_enc={scheme!r} has {rows} position rows ({rows_from}) but positions up to "
+            f"{pos.k_len - 1} were asked for; use a relative scheme (rope, alibi, none) to go longer"
+        )
 
 
 @register("none")
 class NoPE(PositionalEncoding):
-    """NoPE: causal attention alone carries position (Kazemnejad et al. 2023)."""
+    """NoPE: causal attention alone carries position (Kazemnejad et al. 2023). It ignores position ids."""
+
+    position_ids = "any"
 
 
 @register("learned")
 class LearnedPositions(PositionalEncoding):
     """GPT-2's absolute table: `weight` (block_size, C) added to the token embeddings; with randomized
-    positions it has M rows (rows past those drawn in training stay untrained). Cannot go past them."""
+    positions it has M rows (rows past those drawn in training stay untrained). Cannot go past them; any
+    ids below that index it."""
 
-    random_positions = True
+    position_ids = "any"
+    parameter_free = False
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
@@ -115,13 +187,8 @@ class LearnedPositions(PositionalEncoding):
         nn.init.normal_(self.weight, mean=0.0, std=1.0 if config.init == "torch" else 0.02)  # nn.Embedding's
 
     def embed(self, x, pos):
-        T = x.size(1)
-        if not torch.is_tensor(pos) and pos + T > self.max_len:
-            raise ValueError(
-                f"pos_enc='learned' has {self.max_len} position rows ({self.rows_from}) but positions up to "
-                f"{pos + T - 1} were asked for; use a relative scheme (rope, alibi, none) to go longer"
-            )
-        return x + _rows(self.weight, pos, T)  # (B, T, C) + (T, C) or (B, T, C)
+        check_rows("learned", self.max_len, pos, self.rows_from)
+        return x + _rows(self.weight, pos)  # (B, T, C) + (T, C) or (B, T, C)
 
 
 @register("sinusoidal")
@@ -135,7 +202,7 @@ class SinusoidalPositions(PositionalEncoding):
     """
 
     scale = 0.02 * math.sqrt(2.0)  # RMS of sin/cos is 1/sqrt(2)
-    random_positions = True
+    position_ids = "any"
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
@@ -150,10 +217,9 @@ class SinusoidalPositions(PositionalEncoding):
         return self.scale * pe
 
     def embed(self, x, pos):
-        T = x.size(1)
-        if not torch.is_tensor(pos) and pos + T > self.pe.size(0):  # grow for evaluation past the table
-            self.pe = self._table(max(pos + T, 2 * self.pe.size(0)), device=self.pe.device)
-        return x + _rows(self.pe, pos, T)
+        if not pos.explicit and pos.k_len > self.pe.size(0):  # grow for evaluation past the table
+            self.pe = self._table(max(pos.k_len, 2 * self.pe.size(0)), device=self.pe.device)
+        return x + _rows(self.pe, pos)
 
 
 def nope_layers(config: ModelConfig) -> frozenset[int]:
@@ -194,7 +260,7 @@ class Rotary(PositionalEncoding):
         "rope_nope_interval",
         "rope_nope_layers",
     )
-    random_positions = True
+    position_ids = "any"  # q.k depends on id_i - id_j whatever the ids
     extends_context = True
 
     def __init__(self, config: ModelConfig):
@@ -227,7 +293,7 @@ class Rotary(PositionalEncoding):
             raise ValueError("random_positions and rope_scaling are two answers to one question; pick one")
 
     def rotate(self, qk, pos, layer):
-        return qk if layer in self.nope_layers else self.rotary(qk, pos)
+        return qk if layer in self.nope_layers else self.rotary(qk, pos.q if pos.explicit else pos.offset)
 
 
 @register("xpos")
@@ -238,6 +304,7 @@ class XPos(Rotary):
     through. Every rope knob applies; xpos_scale_base (default 512, the paper's) sets the decay's scale."""
 
     knobs = (*Rotary.knobs, "xpos_scale_base")
+    position_ids = "monotone"  # a key with a larger id than its query would be amplified, not decayed
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
@@ -254,14 +321,13 @@ class XPos(Rotary):
     def rotate(self, qk, pos, layer):
         if layer in self.nope_layers:
             return qk
-        T, d = qk.size(-2), self.rotary.rotary_dim
-        positions = pos if torch.is_tensor(pos) else torch.arange(pos, pos + T, device=qk.device)
-        up = xpos_scale(d, positions, self.scale_base, self.rotary.interleaved)  # (T, d) or (B, T, d)
-        up = up.unsqueeze(-3) if torch.is_tensor(pos) else up[None, None]  # (B or 1, 1, T, d)
+        d = self.rotary.rotary_dim
+        up = xpos_scale(d, pos.query_ids(qk.device), self.scale_base, self.rotary.interleaved)  # (B|1, T, d)
+        up = up.unsqueeze(-3)  # (B or 1, 1, T, d)
         n_kv = qk.size(1) - self.n_head  # queries up, keys down:
         factor = torch.cat((up.expand(-1, self.n_head, -1, -1), (1 / up).expand(-1, n_kv, -1, -1)), dim=1)
         factor = factor.to(qk.dtype)  # (B or 1, nh + n_kv, T, d)
-        rotated = self.rotary(qk, pos)
+        rotated = self.rotary(qk, pos.q if pos.explicit else pos.offset)
         if d == qk.size(-1):
             return rotated * factor
         return torch.cat((rotated[..., :d] * factor, rotated[..., d:]), dim=-1)

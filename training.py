@@ -138,11 +138,11 @@ def configure_optimizers(
     model, weight_decay: float, learning_rate: float, betas, device_type: str, pos_lr_mult: float = 1.0
 ):
     """AdamW over `model`'s parameters with weight decay on matrices and embeddings only (not on biases or
-    norm gains). Position parameters (`transformer.wpe`, if any) form their own groups whose learning rate is
-    `pos_lr_mult` times the others' (each group's `lr_mult`; `set_lr` applies it). Fused (one kernel for all
-    parameters) on CPU and CUDA, as `transformers`' Trainer defaults to: on CPU the unfused AdamW loops over
-    parameters in Python, ~6% of a step at the baby size."""
-    position = {id(p) for name, p in model.named_parameters() if name.startswith("transformer.wpe.")}
+    norm gains). Position parameters (`GPT.position_parameters`, if any) form their own groups whose
+    learning rate is `pos_lr_mult` times the others' (each group's `lr_mult`; `set_lr` applies it). Fused
+    (one kernel for all parameters) on CPU and CUDA, as `transformers`' Trainer defaults to: on CPU the
+    unfused AdamW loops over parameters in Python, ~6% of a step at the baby size."""
+    position = {id(p) for p in getattr(model, "position_parameters", dict)().values()}  # peers have none
     groups = []
     for mult, ids in ((1.0, lambda p: id(p) not in position), (pos_lr_mult, lambda p: id(p) in position)):
         params = [p for p in model.parameters() if p.requires_grad and ids(p)]

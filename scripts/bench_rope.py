@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 import torch
 
+from attention import CausalSelfAttention
 from cli import parse_cli, run_main
 from configurator import Config, check_ints
-from model import CausalSelfAttention, ModelConfig
-from positional import POS_ENCODINGS
+from model import ModelConfig
+from positional import POS_ENCODINGS, Positions
 
 SIZES = [(12, 64, 4, 32), (8, 1024, 12, 64)]  # (B, T, n_head, head_dim): baby CPU size, GPT-2 small
 
@@ -48,7 +49,7 @@ class BenchRopeConfig(Config):
 def block(T, n_head, head_dim, pos_enc, device):
     """model.py's attention block and the positional encoding it is called with."""
     cfg = ModelConfig(block_size=T, n_head=n_head, n_embd=n_head * head_dim, pos_enc=pos_enc)
-    return CausalSelfAttention(cfg).to(device), POS_ENCODINGS[pos_enc](cfg).to(device)
+    return CausalSelfAttention(cfg, layer=0).to(device), POS_ENCODINGS[pos_enc](cfg).to(device)
 
 
 def bench(B, T, n_head, head_dim, iters, rounds, device, clock):
@@ -61,14 +62,15 @@ def bench(B, T, n_head, head_dim, iters, rounds, device, clock):
     qkv = with_rope.c_attn(x).detach().view(B, T, 3 * n_head, head_dim).transpose(1, 2)
     qk = qkv.split((2 * n_head, n_head), dim=1)[0].requires_grad_()  # (B, 2 nh, T, hs)
     grad = torch.randn(qk.shape, device=device)
+    pos = Positions(T, T)
 
     def rope_step():
         qk.grad = None  # as in the block, where nothing accumulates into q and k
-        rope.rotate(qk, 0, 0).backward(grad)
+        rope.rotate(qk, pos, 0).backward(grad)
 
     steps = {
-        "attn+rope": lambda: with_rope(x, rope, None, 0, None, 0).sum().backward(),
-        "attn": lambda: without(x, nope, None, 0, None, 0).sum().backward(),
+        "attn+rope": lambda: with_rope(x, rope, None, pos).sum().backward(),
+        "attn": lambda: without(x, nope, None, pos).sum().backward(),
         "rope": rope_step,
     }
     times = {name: [] for name in steps}

@@ -9,6 +9,7 @@ import torch
 from helpers import model_for, tiny
 
 from attention_bias import CoPE, alibi_slopes, t5_bucket
+from positional import LayerContext, Positions
 
 OFFSETS = [(12, 12), (5, 12), (1, 40)]  # (q_len, k_len): a full forward, a chunk, one decoding step far out
 
@@ -19,10 +20,19 @@ def distances(q_len, k_len):
     return (i - torch.arange(k_len)[None, :]).float()
 
 
+def bias_of(pe, q_len, k_len, q=None, k=None, layer=0):
+    """A scheme's bias for queries at k_len - q_len .. k_len - 1 over keys 0 .. k_len - 1, per layer."""
+    pos = Positions(q_len, k_len)
+    ctx = LayerContext(layer, None, pos, pos.causal("cpu"), None)
+    return pe.layer_bias(pe.attn_bias(pos, "cpu"), q, k, ctx)
+
+
 def assert_causal_equal(got, expected, q_len, k_len):
-    """got (1 or B, nh, q, k) has -inf exactly on future keys and `expected` on the others."""
+    """got (1 or B, nh, q, k) equals `expected` at every key a query sees (attention masks the others) and is
+    finite there."""
     future = distances(q_len, k_len) < 0
-    assert torch.isneginf(got[..., future]).all() and torch.isfinite(got[..., ~future]).all()
+    got = got.expand_as(expected) if got.dim() == expected.dim() else got
+    assert torch.isfinite(got[..., ~future]).all()
     torch.testing.assert_close(
         got.masked_fill(future, 0), expected.masked_fill(future, 0), rtol=1e-5, atol=1e-6
     )
@@ -40,7 +50,7 @@ def test_alibi_slopes_match_the_paper():
 def test_alibi_bias_is_the_papers(q_len, k_len):
     pe = model_for("alibi").transformer.wpe
     expected = -alibi_slopes(4)[:, None, None] * distances(q_len, k_len)
-    assert_causal_equal(pe.attn_bias(q_len, k_len, "cpu"), expected[None], q_len, k_len)
+    assert_causal_equal(bias_of(pe, q_len, k_len), expected[None], q_len, k_len)
 
 
 @pytest.mark.parametrize(("num_buckets", "max_distance"), [(32, 128), (16, 64), (8, 20), (32, 64), (6, 1000)])
@@ -64,7 +74,7 @@ def test_t5_bias_equals_x_transformers(q_len, k_len):
     ref = xt.RelativePositionBias(scale=1.0, causal=True, num_buckets=8, max_distance=20, heads=4)
     ref.relative_attention_bias.weight.data.copy_(pe.relative_attention_bias.weight)
     with torch.no_grad():
-        assert_causal_equal(pe.attn_bias(q_len, k_len, "cpu"), ref(q_len, k_len)[None], q_len, k_len)
+        assert_causal_equal(bias_of(pe, q_len, k_len), ref(q_len, k_len)[None], q_len, k_len)
 
 
 def test_t5_table_is_shared_by_all_layers():
@@ -81,7 +91,7 @@ def test_kerple_is_the_papers_log_kernel(q_len, k_len):
         r1 = torch.log1p(torch.exp(pe.rho1[layer]))[:, None, None]  # softplus, by hand
         r2 = torch.log1p(torch.exp(pe.rho2[layer]))[:, None, None]
         expected = -r1 * torch.log(1 + r2 * d.clamp(min=0))
-        got = pe.layer_bias(pe.attn_bias(q_len, k_len, "cpu"), None, None, layer)
+        got = bias_of(pe, q_len, k_len, layer=layer)
         assert_causal_equal(got, expected[None], q_len, k_len)
     r1 = torch.nn.functional.softplus(torch.stack(list(pe.rho1)))
     r2 = torch.nn.functional.softplus(torch.stack(list(pe.rho2)))
@@ -108,9 +118,7 @@ def test_fire_is_the_papers_formula(q_len, k_len):
     with torch.no_grad():
         pe.c.fill_(0.7)
         pe.l.fill_(-1.5)  # |l|: the threshold is 9
-        assert_causal_equal(
-            pe.attn_bias(q_len, k_len, "cpu"), fire_reference(pe, q_len, k_len)[None], q_len, k_len
-        )
+        assert_causal_equal(bias_of(pe, q_len, k_len), fire_reference(pe, q_len, k_len)[None], q_len, k_len)
 
 
 def test_fire_interpolates_past_the_threshold():
@@ -118,7 +126,7 @@ def test_fire_interpolates_past_the_threshold():
     [0, 1] at every query position, so the newest and the oldest key read the same values at any length."""
     pe = model_for("fire", fire_threshold=8.0).transformer.wpe
     with torch.no_grad():
-        bias = pe.attn_bias(64, 64, "cpu")[0]  # (nh, i, j)
+        bias = bias_of(pe, 64, 64)[0]  # (nh, i, j)
     for i in range(1, 8):  # translation invariance below the threshold: bias(i, j) == bias(i - 1, j - 1)
         torch.testing.assert_close(bias[:, i, 1 : i + 1], bias[:, i - 1, :i])
     oldest, newest = bias[:, 8:, 0], bias[:, torch.arange(8, 64), torch.arange(8, 64)]  # (nh, 56) each
@@ -148,20 +156,19 @@ def test_cope_equals_x_transformers(q_len, k_len):
         ref = xt.CoPE(dim=8, heads=4, max_pos=10)
         ref.pos_emb.data.copy_(pe.pos_emb[layer])
         with torch.no_grad():
-            got = pe.layer_bias(pe.attn_bias(q_len, k_len, "cpu"), q, k, layer)
+            got = bias_of(pe, q_len, k_len, q, k, layer)
             assert_causal_equal(got, ref(q, logits), q_len, k_len)
 
 
 def test_cope_starts_as_nope_and_counts_gates():
     pe = CoPE(tiny("cope"))
     q, k = torch.randn(1, 4, 6, 8), torch.randn(1, 4, 6, 8)
-    mask = pe.attn_bias(6, 6, "cpu")
-    assert torch.equal(pe.layer_bias(mask, q, k, 0), mask.expand(1, 4, 6, 6))  # zero table: no bias
+    assert torch.equal(bias_of(pe, 6, 6, q, k), torch.zeros(1, 4, 6, 6))  # zero table: no bias
     with torch.no_grad():
         pe.pos_emb[0] = torch.arange(16.0)[:, None] / 8  # e[p] = p / 8 in every feature
     q1 = torch.ones(1, 1, 1, 8)  # q.e[p] = p, so the bias is the contextual position itself
     k1 = torch.full((1, 1, 5, 8), 100.0)  # every gate 1: the position of key j is the count i - j + 1
-    got = pe.layer_bias(pe.attn_bias(1, 5, "cpu"), q1, k1, 0)
+    got = bias_of(pe, 1, 5, q1, k1)
     torch.testing.assert_close(got[0, 0, 0], torch.tensor([5.0, 4, 3, 2, 1]))
 
 

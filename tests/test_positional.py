@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import model_for, tiny
 
-from positional import POS_ENCODINGS
+from positional import POS_ENCODINGS, Positions
 from rope import xpos_scale
 
 SCHEMES = sorted(POS_ENCODINGS)
@@ -71,7 +71,7 @@ def test_sinusoidal_table_is_vaswani():
     torch.testing.assert_close(pe[p, 2 * i], torch.tensor(math.sin(p / 10000 ** (2 * i / 32))))
     torch.testing.assert_close(pe[p, 2 * i + 1], torch.tensor(math.cos(p / 10000 ** (2 * i / 32))))
     long_x = torch.zeros(1, 50, 32)
-    out = model.transformer.wpe.embed(long_x, 0)  # grows past block_size
+    out = model.transformer.wpe.embed(long_x, Positions(50, 50))  # grows past block_size
     torch.testing.assert_close(out[0, :16], model.transformer.wpe.pe[:16])
 
 
@@ -82,7 +82,7 @@ def test_rope_scheme_uses_rope_py():
     qk = torch.randn(1, 4 + 4, 10, 8)  # (B, nh + n_kv, T, hs): query heads, then key heads
     q, k = qk.chunk(2, dim=1)
     ref = RotaryEmbedding(8, base=500.0, rotary_dim=4)
-    q2, k2 = model.transformer.wpe.rotate(qk, 3, 0).chunk(2, dim=1)
+    q2, k2 = model.transformer.wpe.rotate(qk, Positions(10, 13), 0).chunk(2, dim=1)  # positions 3 .. 12
     torch.testing.assert_close(q2, ref(q, 3))
     torch.testing.assert_close(k2, ref(k, 3))
 
@@ -103,7 +103,7 @@ def test_xpos_equals_rotary_embedding_torch(rope_dim):
     for offset, T in [(0, N), (5, 12), (39, 1)]:
         sl = slice(offset, offset + T)
         qk = torch.cat((q[..., sl, :], k[..., sl, :]), dim=1)  # (B, nh + n_kv, T, hs)
-        q_ours, k_ours = pe.rotate(qk, offset, 0).chunk(2, dim=1)
+        q_ours, k_ours = pe.rotate(qk, Positions(T, offset + T), 0).chunk(2, dim=1)
         q_ours[..., :rope_dim] /= center
         k_ours[..., :rope_dim] *= center
         torch.testing.assert_close(q_ours, q_ref[..., sl, :])
@@ -125,10 +125,9 @@ def test_nope_layers_attend_like_none():
     none = model_for("none", n_layer=3, seed=4)
     assert hybrid.transformer.wpe.nope_layers == {0, 2}
     x = torch.randn(2, 12, 32, generator=torch.Generator().manual_seed(5))
+    pos = Positions(12, 12, *[torch.arange(3, 15).expand(2, 12)] * 2)  # positions 3 .. 14
     for layer, same in [(0, True), (1, False), (2, True)]:
-        ours, theirs = (
-            m.transformer.h[layer].attn(x, m.transformer.wpe, None, 3, None, layer) for m in (hybrid, none)
-        )
+        ours, theirs = (m.transformer.h[layer].attn(x, m.transformer.wpe, None, pos) for m in (hybrid, none))
         assert torch.equal(ours, theirs) == same
     every = model_for("rope", n_layer=3, rope_nope_interval=1, seed=4)
     idx = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(6))

@@ -9,7 +9,7 @@ from helpers import model_for
 import training
 from model import GPT, ModelConfig
 from runtime import Precision
-from training import TrainConfig, configure_optimizers, get_lr
+from training import TrainConfig, configure_optimizers, get_lr, set_lr
 
 
 @pytest.mark.parametrize(
@@ -86,11 +86,16 @@ def test_optimizer_step_clips_steps_and_zeroes(grad_clip):
 
 
 def test_optimizer_groups():
-    model = model_for("learned")
-    opt = configure_optimizers(model, 0.1, 1e-3, (0.9, 0.95), "cpu")
-    decay, no_decay = opt.param_groups
+    model = model_for("learned", attn_sink=True)
+    opt = configure_optimizers(model, 0.1, 1e-3, (0.9, 0.95), "cpu", pos_lr_mult=10.0)
+    decay, no_decay, pos_decay, pos_no_decay = opt.param_groups
     assert all(p.dim() >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.1
     assert all(p.dim() < 2 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+    position = {id(p) for p in model.position_parameters().values()}  # the table wpe and the sinks
+    assert {id(p) for g in (pos_decay, pos_no_decay) for p in g["params"]} == position and len(position) == 3
+    assert (pos_decay["lr_mult"], pos_no_decay["weight_decay"], decay["lr_mult"]) == (10.0, 0.0, 1.0)
+    set_lr(opt, 2e-3)
+    assert [g["lr"] for g in opt.param_groups] == [2e-3, 2e-3, 2e-2, 2e-2]
     n_opt = sum(p.numel() for g in opt.param_groups for p in g["params"])
     assert n_opt == model.num_params(non_embedding=False)
 

@@ -1,0 +1,123 @@
+"""attention.py: attention through SDPA == the explicit weights, for every combination of bias, window, sink
+and SSMax gain; sinks against gpt-oss's formula (and its transformers code, when installed); SSMax and
+stick-breaking against their papers' formulas written out here; windows as a property."""
+
+import math
+
+import pytest
+import torch
+
+from attention import Spec, attend, ssmax_gain, stick_breaking, visible_keys, weights
+
+G = torch.Generator().manual_seed(0)
+
+
+def qkv(B=2, nh=4, T=7, S=7, hs=8):
+    return (
+        torch.randn(B, nh, T, hs, generator=G),
+        torch.randn(B, nh, S, hs, generator=G),
+        torch.randn(B, nh, S, hs, generator=G),
+    )
+
+
+def causal(T, S):
+    return torch.ones(T, S, dtype=torch.bool).tril(S - T)
+
+
+def textbook(q, k, v, bias=None, seen=None, sink=None, gain=None):
+    """softmax(gain q.k / sqrt(hs) + bias) over the seen keys (and a sink logit), written out."""
+    T, S, hs = q.size(2), k.size(2), q.size(3)
+    z = (q @ k.transpose(-2, -1)) / math.sqrt(hs)
+    z = z * (1 if gain is None else gain) + (0 if bias is None else bias)
+    z = z.masked_fill(~(causal(T, S) if seen is None else seen), float("-inf"))
+    e = torch.exp(z - z.amax(-1, keepdim=True))
+    total = e.sum(-1, keepdim=True)
+    if sink is not None:
+        total = total + torch.exp(sink[None, :, None, None] - z.amax(-1, keepdim=True))
+    return (e / total) @ v, e / total
+
+
+@pytest.mark.parametrize("T, S", [(7, 7), (3, 9), (1, 12)])
+@pytest.mark.parametrize(
+    "parts", [(), ("bias",), ("window",), ("sink",), ("gain",), ("bias", "window", "sink", "gain")]
+)
+def test_attend_through_sdpa_equals_the_explicit_weights_and_the_textbook(T, S, parts):
+    q, k, v = qkv(T=T, S=S)
+    window = 4 if "window" in parts else None
+    bias = torch.randn(1, 4, T, S, generator=G) if "bias" in parts else None
+    sink = torch.randn(4, generator=G) if "sink" in parts else None
+    gain = ssmax_gain(torch.rand(4, generator=G) + 0.5, T, S, window, "cpu") if "gain" in parts else None
+    visible = visible_keys(T, S, window, "cpu")
+    spec = Spec(T, S, 1 / math.sqrt(8), visible, bias, gain, sink)
+    expected, probs = textbook(q, k, v, bias, visible, sink, gain)
+    torch.testing.assert_close(attend(q, k, v, spec), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(weights(q, k, spec), probs, rtol=1e-5, atol=1e-6)
+
+
+def test_sinks_are_gpt_oss_attention():
+    """The sink column joins the softmax and is dropped (gpt-oss): P = softmax(z) * sigmoid(lse(z) - a);
+    and transformers' own eager function gives the same output."""
+    q, k, v = qkv()
+    sink = torch.randn(4, generator=G)
+    spec = Spec(7, 7, 1 / math.sqrt(8), sink=sink)
+    z = (q @ k.transpose(-2, -1) / math.sqrt(8)).masked_fill(~causal(7, 7), float("-inf"))
+    formula = torch.softmax(z, -1) * torch.sigmoid(
+        torch.logsumexp(z, -1, keepdim=True) - sink[None, :, None, None]
+    )
+    torch.testing.assert_close(weights(q, k, spec), formula, rtol=1e-5, atol=1e-6)
+    assert (weights(q, k, spec).sum(-1) < 1).all()
+    gpt_oss = pytest.importorskip("transformers.models.gpt_oss.modeling_gpt_oss")
+    stub = type("Stub", (), {"sinks": sink, "num_key_value_groups": 1, "training": False})()
+    mask = torch.zeros(7, 7).masked_fill(~causal(7, 7), float("-inf"))[None, None]
+    out, _ = gpt_oss.eager_attention_forward(stub, q, k, v, mask, scaling=1 / math.sqrt(8))
+    torch.testing.assert_close(attend(q, k, v, spec), out.transpose(1, 2), rtol=1e-5, atol=1e-6)
+
+
+def test_a_window_hides_every_key_past_it_and_a_wide_one_is_full_attention():
+    for T, S, w in [(9, 9, 3), (2, 12, 5)]:
+        seen = visible_keys(T, S, w, "cpu")
+        i = torch.arange(S - T, S)[:, None]
+        j = torch.arange(S)[None]
+        assert torch.equal(seen, (j <= i) & (i - j < w))
+    q, k, v = qkv()
+    full, wide = Spec(7, 7, 1 / math.sqrt(8)), Spec(7, 7, 1 / math.sqrt(8), visible_keys(7, 7, 7, "cpu"))
+    torch.testing.assert_close(attend(q, k, v, wide), attend(q, k, v, full))
+
+
+def test_ssmax_gain_is_s_log_n():
+    """Nakanishi 2025: logits times s log n, n the keys a query sees: i + 1, at most the window."""
+    s = torch.tensor([0.5, 2.0])
+    gain = ssmax_gain(s, 3, 10, None, "cpu")  # queries 7, 8, 9
+    torch.testing.assert_close(gain[0, :, :, 0], s[:, None] * torch.log(torch.tensor([8.0, 9, 10]))[None])
+    torch.testing.assert_close(
+        ssmax_gain(s, 3, 10, 4, "cpu")[0, 1, :, 0], 2.0 * torch.full((3,), math.log(4))
+    )
+
+
+def stick_breaking_loop(z):
+    """Tan et al. 2025: A_ij = sigmoid(z_ij) prod_{j<l<i} (1 - sigmoid(z_il)); the query's own key is out."""
+    T = z.size(-1)
+    A = torch.zeros_like(z)
+    for i in range(T):
+        for j in range(i):
+            A[..., i, j] = torch.sigmoid(z[..., i, j])
+            for m in range(j + 1, i):
+                A[..., i, j] = A[..., i, j] * (1 - torch.sigmoid(z[..., i, m]))
+    return A
+
+
+def test_stick_breaking_is_the_papers_product_and_nearer_keys_claim_first():
+    z = torch.randn(2, 3, 6, 6, generator=G)
+    logits = z.masked_fill(~causal(6, 6), float("-inf"))
+    A = stick_breaking(logits)
+    torch.testing.assert_close(A, stick_breaking_loop(z), rtol=1e-5, atol=1e-6)
+    assert (A.sum(-1) <= 1 + 1e-6).all() and (A[..., 0, :] == 0).all()
+    blocked = z.clone()
+    blocked[..., 5, 3] = 50.0  # key 3 claims all that key 4 left of query 5's stick: keys 0-2 get nothing
+    A = stick_breaking(blocked.masked_fill(~causal(6, 6), float("-inf")))
+    assert (A[..., 5, :3] < 1e-12).all() and torch.allclose(A[..., 5, 3], 1 - A[..., 5, 4])
+    q, k, v = qkv(T=6, S=6)
+    spec = Spec(6, 6, 1 / math.sqrt(8), normalise="stickbreaking")
+    w = stick_breaking(((q @ k.transpose(-2, -1)) / math.sqrt(8)).masked_fill(~causal(6, 6), float("-inf")))
+    expected = w @ v + (1 - w.sum(-1, keepdim=True)) * v  # the rest of the stick: the query's own value
+    torch.testing.assert_close(attend(q, k, v, spec), expected, rtol=1e-5, atol=1e-6)
