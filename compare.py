@@ -100,16 +100,18 @@ def plan_grids(model_cfg, train_cfg: TrainConfig, ev: EvalConfig, cmp: CompareCo
         if task:
             folder = Path(train_cfg.out_dir) / task
             keys = {"dataset": f"task:{task}", "out_dir": str(folder)}
-            keys["task_plain"] = train_cfg.task_plain and task == "addition"
+            for option in ("task_plain", "task_hints"):  # options of addition's numbers
+                keys[option] = getattr(train_cfg, option) and task == "addition"
             tcfg = dataclasses.replace(train_cfg, **(keys | (cmp.task_overrides or {}).get(task, {})))
             out = Path(cmp.report_dir) / task if cmp.report_dir else folder
-        source = load_source(tcfg, model_cfg.block_size)
+        source = load_source(tcfg, model_cfg)
         base = dataclasses.replace(
             model_cfg, vocab_size=source.meta["vocab_size"], block_size=source.block_size
         )
         if not tcfg.task_names():
             val_region(tcfg, source.meta, base.block_size, ev, tcfg.data_dir)
-        plan_runs(base, tcfg, ev, cmp, tuning=bool(cmp.tune_lrs))  # the grid's runs wait for their rates
+        for job in plan_runs(base, tcfg, ev, cmp, tuning=bool(cmp.tune_lrs)):  # (the grid's wait for rates)
+            load_source(job.train, job.model)  # each entry's ids against its scheme, table and lengths
         grids.append(Grid(task or tcfg.dataset, base, tcfg, out))
     return grids
 

@@ -41,7 +41,8 @@ import torch.nn.functional as F
 
 from configurator import Config, check_ints, check_number
 from data.batches import EVAL_SEED, get_batch, load_dataset, random_positions, windows_at
-from data.tasks import Task, eval_problems, get_task
+from data.sources import TaskSource, load_source
+from data.tasks import eval_pairs, eval_problems
 from model import GPT
 from rope import rope_inv_freq
 from runtime import Precision, to_device
@@ -251,22 +252,26 @@ def val_region(tcfg: TrainConfig, meta: dict, block_size: int, ev: EvalConfig, d
 
 
 @torch.no_grad()
-def task_accuracy(model: GPT, task: Task, problems: list[tuple], precision: Precision) -> np.ndarray:
-    """Greedy answers to problems of one size (all with the same prompt and answer lengths), scored:
-    (P, answer length) bool, True where the decoded token is the answer's."""
-    device = next(model.parameters()).device
+def task_accuracy(
+    model: GPT, source: TaskSource, n: int, problems: list[tuple], precision: Precision
+) -> np.ndarray:
+    """Greedy answers to problems of size n (all with the same prompt and answer lengths), scored:
+    (P, answer length) bool, True where the decoded token is the answer's. The decoding gets the ids the
+    model trained with, at their evaluation offsets (data/sources.py), or, for randomized positions, sorted
+    random positions seeded by the size and chunk."""
+    device, task = next(model.parameters()).device, source.task
     P, A = len(problems[0][0]), len(problems[0][1])
     M, right = model.config.random_positions, []
     for i in range(0, len(problems), TASK_BATCH):
         chunk = problems[i : i + TASK_BATCH]
         prompts = torch.tensor([task.encode(p) for p, _ in chunk], device=device)  # (b, P)
         answers = torch.tensor([task.encode(a) for _, a in chunk])  # (b, A)
-        pos = None
-        if M is not None:  # the same positions on every call: seeded by the problem size and chunk
-            rng = np.random.default_rng((TASK_SEED, P, i))
-            pos = random_positions(rng, len(chunk), P + A, M).to(device)
+        pos, abacus = source.ids([n] * len(chunk), P + A, rng=None)
+        if pos is None and M is not None:  # the same positions on every call
+            pos = random_positions(np.random.default_rng((TASK_SEED, P, i)), len(chunk), P + A, M)
+        pos, abacus = (None if t is None else t.to(device) for t in (pos, abacus))
         with precision.autocast():
-            out = model.eval().generate(prompts, A, temperature=0, positions=pos)[:, P:].cpu()
+            out = model.eval().generate(prompts, A, temperature=0, positions=pos, abacus=abacus)[:, P:].cpu()
         right.append((out == answers).numpy())
     return np.concatenate(right)
 
@@ -275,22 +280,48 @@ def evaluate_task(run: tuple, ev: EvalConfig, device="cpu") -> dict:
     """A task run's accuracy at every n = 1 .. n_eval: {"accuracy": {"exact": {n: mean}, "token": {n:
     mean}}, "n_train", "n_eval", "params", "eval_s", "eval_problems"}."""
     t0 = time.perf_counter()
-    model, _, tcfg, _ = run
+    model, mcfg, tcfg, _ = run
     n_train, n_eval = tcfg.task_sizes()
-    task = get_task(tcfg.task_names()[0], tcfg.task_plain)
+    source = load_source(tcfg, mcfg)
     precision = Precision.of(tcfg.dtype, device)
     exact, token = {}, {}
     for n in range(1, n_eval + 1):
-        right = task_accuracy(model, task, eval_problems(task, n, ev.task_problems, TASK_SEED), precision)
+        problems = eval_problems(source.task, n, ev.task_problems, TASK_SEED)
+        right = task_accuracy(model, source, n, problems, precision)
         exact[str(n)], token[str(n)] = float(right.all(1).mean()), float(right.mean())
-    return {
-        "accuracy": {"exact": exact, "token": token},
-        "n_train": n_train,
-        "n_eval": n_eval,
+    out = {"accuracy": {"exact": exact, "token": token}, "n_train": n_train, "n_eval": n_eval}
+    if source.task.operands == 2:
+        out["operands"] = operand_grid(
+            model, source, operand_sizes(n_train, n_eval), ev.task_problems, precision
+        )
+    return out | {
         "params": _params(model),
         "eval_s": time.perf_counter() - t0,
         "eval_problems": ev.task_problems,
     }
+
+
+def operand_sizes(n_train: int, n_eval: int) -> list[int]:
+    """The digit counts of a task's operand grid: 6 spread over 1 .. n_eval, plus n_train and 2 n_train."""
+    spread = np.linspace(1, n_eval, min(6, n_eval)).round()
+    return sorted({int(k) for k in spread} | {n_train, min(2 * n_train, n_eval)})
+
+
+def operand_grid(model: GPT, source: TaskSource, sizes: list[int], count: int, precision: Precision) -> dict:
+    """Exact match over (digits of a, digits of b), McLeish et al.'s map: `count` // 4 problems (at least
+    20) per cell, operands zero-padded to the longer one (so the cells of one max(na, nb) decode as one
+    batch). {"sizes", "exact": rows a, columns b, "problems_per_cell"}."""
+    per_cell, exact = max(20, count // 4), np.zeros((len(sizes), len(sizes)))
+    cells = [(i, j) for i in range(len(sizes)) for j in range(len(sizes))]
+    for n in sorted({max(na, nb) for na in sizes for nb in sizes}):
+        mine = [(i, j) for i, j in cells if max(sizes[i], sizes[j]) == n]
+        problems = [
+            p for i, j in mine for p in eval_pairs(source.task, sizes[i], sizes[j], per_cell, TASK_SEED)
+        ]
+        right = task_accuracy(model, source, n, problems, precision).all(1).reshape(len(mine), per_cell)
+        for (i, j), row in zip(mine, right, strict=True):
+            exact[i, j] = row.mean()
+    return {"sizes": sizes, "exact": exact.tolist(), "problems_per_cell": per_cell}
 
 
 def _params(model: GPT) -> dict:

@@ -28,7 +28,8 @@ from training import TrainConfig
 
 LOCATION_KEYS = ("out_dir", "data_dir", "device", "log", "tensorboard_dir", "verbose")  # where, not what
 SCHEMES = ("learned", "sinusoidal", "rope", "alibi", "none", "t5", "kerple", "fire", "cope", "xpos")
-ENTRY_TRAIN_KEYS = ("learning_rate", "pos_lr_mult")  # train keys an entry may set (min_lr keeps its ratio)
+# min_lr keeps its ratio to learning_rate
+ENTRY_TRAIN_KEYS = ("learning_rate", "pos_lr_mult", "task_positions", "task_hints")
 TUNE_SEEDS = 1000  # tuning runs use seeds seed + 1000 + k: never the seeds (or batches) a report is made of
 
 

@@ -142,15 +142,11 @@ class ModelConfig(Config):
                     f"{knob}={getattr(self, knob)!r} is only used by pos_enc in {users}, "
                     f"not by pos_enc={self.pos_enc!r}; remove it"
                 )
-        if self.random_positions is not None:
+        if self.random_positions is not None:  # the data check it against their sequences' length
             takers = sorted(n for n, cls in POS_ENCODINGS.items() if cls.position_ids != "none")
             if self.pos_enc not in takers:
                 raise ValueError(f"random_positions is for pos_enc in {takers}, not {self.pos_enc!r}")
-            if self.block_size >= self.random_positions or self.random_positions > MAX_SIZE:
-                raise ValueError(
-                    f"random_positions (M, positions drawn from [0, M)) must be an integer in (block_size="
-                    f"{self.block_size}, {MAX_SIZE}], got {self.random_positions!r}"
-                )
+            check_ints(self, ("random_positions",), 2, MAX_SIZE)
         if self.abacus is not None:
             check_ints(self, ("abacus",), 2, MAX_SIZE)
         if self.window is not None:

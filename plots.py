@@ -110,7 +110,8 @@ def write_plots(records: list[dict], agg: dict, out: Path, L: int) -> list[str]:
 
 
 def _save(fig, path: Path) -> str:
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # figures with a colorbar lay themselves out (constrained)
+        fig.tight_layout()
     fig.savefig(path, dpi=80)
     _pyplot().close(fig)
     return path.name
@@ -141,6 +142,32 @@ def write_task_plot(agg: dict, out: Path) -> list[str]:
         ax.set(xlabel="problem size n (gray: largest trained)", ylabel=title, ylim=(-0.03, 1.03), title=title)
     axes[1].legend(fontsize=7)
     return [_save(fig, out / "accuracy.png")]
+
+
+def write_operand_plot(agg: dict, out: Path) -> list[str]:
+    """operands.png: exact match over (digits of a, digits of b), one map per entry, as McLeish et al. plot
+    it; the trained sizes boxed."""
+    plt = _pyplot()
+    if plt is None or not agg["operands"]:
+        return []
+    maps = agg["operands"]
+    cols = min(4, len(maps))
+    rows = -(-len(maps) // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False, layout="constrained"
+    )
+    for ax, (lab, grid) in zip(axes.flat, maps.items(), strict=False):  # spare axes are turned off
+        sizes, n = grid["sizes"], sum(k <= agg["n_train"] for k in grid["sizes"])
+        image = ax.imshow(grid["exact"], vmin=0, vmax=1, cmap="viridis", origin="lower")
+        ax.add_patch(plt.Rectangle((-0.5, -0.5), n, n, fill=False, ec="white", lw=1.5))
+        ax.set(xticks=range(len(sizes)), yticks=range(len(sizes)), title=lab, xlabel="digits of b")
+        ax.set_xticklabels(sizes, fontsize=7)
+        ax.set_yticklabels(sizes, fontsize=7)
+        ax.set_ylabel("digits of a")
+    for ax in axes.flat[len(maps) :]:
+        ax.axis("off")
+    fig.colorbar(image, ax=axes, shrink=0.8, label="exact match")
+    return [_save(fig, out / "operands.png")]
 
 
 def write_lr_plot(tuning: dict, out: Path) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from files import write_json, write_text
-from plots import write_budget_plot, write_lr_plot, write_plots, write_task_plot
+from plots import write_budget_plot, write_lr_plot, write_operand_plot, write_plots, write_task_plot
 from stats import format_difference, paired_difference, summary
 
 TRAIN_KEYS = (
@@ -368,6 +368,14 @@ def aggregate_tasks(records: list[dict], threshold: float = 0.9, reference: str 
         ref,
         lambda r: _in_and_out(r, n_train, "exact")[1] if (r["label"], r["seed"]) in is_learned else None,
     )
+    operands = {  # every run, learned or not: the map shows where a scheme fails
+        lab: {
+            "sizes": rs[0]["operands"]["sizes"],
+            "exact": np.mean([r["operands"]["exact"] for r in rs], 0).tolist(),
+        }
+        for lab, rs in by_label.items()
+        if "operands" in rs[0]
+    }
     return {
         "labels": list(by_label),
         "reference": ref,
@@ -378,7 +386,27 @@ def aggregate_tasks(records: list[dict], threshold: float = 0.9, reference: str 
         "threshold": threshold,
         "differences": diffs,
         "n_train": n_train,
+        "operands": operands,
     }
+
+
+def _operand_tables(agg: dict) -> list[str]:
+    """Exact match by (digits of a, digits of b) per entry, mean over its runs, folded in report.md."""
+    if not agg["operands"]:
+        return []
+    md = [
+        "## Exact match by operand digits (McLeish et al.'s map)\n",
+        "Rows: digits of a, columns: digits of b, both zero-padded to the longer; mean over every run of the "
+        "entry (learned or not). Picture: operands.png.\n",
+    ]
+    for lab, grid in agg["operands"].items():
+        rows = [
+            [str(na), *(f"{x:.2f}" for x in row)]
+            for na, row in zip(grid["sizes"], grid["exact"], strict=True)
+        ]
+        table = _table(["a \\ b", *map(str, grid["sizes"])], rows)
+        md.append(f"<details><summary>{lab}</summary>\n\n{table}\n</details>\n")
+    return md
 
 
 def write_task_report(records: list[dict], settings: dict, out: Path, command: str, wall_s: float) -> dict:
@@ -406,7 +434,7 @@ def write_task_report(records: list[dict], settings: dict, out: Path, command: s
             marks = " (trained)" if int(n) <= n_train else ""
             rows.append([n + marks, *(_cell(st, st is not None and st[0] == best) for st in cells.values())])
         by_n[kind] = _table(["n", *labels], rows)
-    plots = write_task_plot(agg, out)
+    plots = write_task_plot(agg, out) + write_operand_plot(agg, out)
     header = [
         "entry",
         "final val loss",
@@ -438,6 +466,7 @@ def write_task_report(records: list[dict], settings: dict, out: Path, command: s
         by_n["exact"],
         "## Per-token accuracy by problem size n\n",
         by_n["token"],
+        *_operand_tables(agg),
         "## Plots\n",
         "\n\n".join(f"![{p}]({p})" for p in plots) or NO_PLOTS,
         "",

@@ -12,9 +12,8 @@ import torch
 
 from cli import parse_cli, run_main
 from configurator import check_ints, check_number
-from data.sources import default_prompt
+from data.sources import default_prompt, sampler
 from data.tokenizers import get_tokenizer
-from model import generate_text
 from rundir import load_run
 from runtime import RuntimeConfig
 
@@ -46,21 +45,24 @@ class SampleConfig(RuntimeConfig):
 
 
 def sample(cfg: SampleConfig) -> list[str]:
-    """Load cfg.out_dir/ckpt.pt and return `generate_text`'s samples. Characters outside a `char`
-    vocabulary raise ValueError (for a task run, with what its prompts look like)."""
+    """Load cfg.out_dir/ckpt.pt and return its samples (model.generate_text; a task run answers its problem
+    with the ids it trained with). Characters outside a `char` vocabulary raise ValueError (for a task run,
+    with what its prompts look like)."""
     device, precision = cfg.setup()
-    model, _, _, meta = load_run(cfg.out_dir, device)
+    model, model_cfg, train_cfg, meta = load_run(cfg.out_dir, device)
+    source = sampler(train_cfg, model_cfg, meta)
     prompt = default_prompt(meta) if cfg.prompt is None else cfg.prompt
     torch.manual_seed(cfg.seed)
     try:
         with precision.autocast():
-            return generate_text(
+            top_k = cfg.top_k or None
+            return source.sample(
                 model,
                 get_tokenizer(meta),
                 prompt,
                 cfg.max_new_tokens,
                 cfg.temperature,
-                cfg.top_k or None,
+                top_k,
                 cfg.num_samples,
             )
     except ValueError as e:

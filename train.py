@@ -29,11 +29,12 @@ import interop
 import rundir
 import training
 from cli import Stopped, parse_cli, run_main
+from data.batches import to_device
 from data.sources import load_source
 from data.tokenizers import get_tokenizer
 from evaluate import loss_sum
-from model import GPT, ModelConfig, generate_text
-from runtime import Processes, StopSignals, env_info, peak_bf16_flops, to_device
+from model import GPT, ModelConfig
+from runtime import Processes, StopSignals, env_info, peak_bf16_flops
 from training import TrainConfig
 
 
@@ -72,7 +73,7 @@ class Run:
         """The data source (prepared on first use by the master); the model takes its vocabulary and, for a
         task, its block_size."""
         with self.procs.master_first():
-            self.source = load_source(self.cfg, model_cfg.block_size)
+            self.source = load_source(self.cfg, model_cfg)
         self.meta, self.T = self.source.meta, self.source.train_len  # T: the length of training sequences
         return dataclasses.replace(
             model_cfg, vocab_size=self.meta["vocab_size"], block_size=self.source.block_size
@@ -137,10 +138,10 @@ class Run:
     def _fixed_eval_batches(self) -> None:
         """The same batches every eval and every run; each rank takes its share."""
         self.eval_sets = {}
-        M, rank, world = self.raw_model.config.random_positions, self.procs.rank, self.procs.world
+        rank, world = self.procs.rank, self.procs.world
         for split in ("val", "train"):
-            fixed = self.source.eval_batches(split, self.cfg.batch_size, self.cfg.eval_iters, M)
-            self.eval_sets[split] = [tuple(map(self._put, b)) for b in fixed[rank::world]]
+            fixed = self.source.eval_batches(split, self.cfg.batch_size, self.cfg.eval_iters)
+            self.eval_sets[split] = [to_device(b, self.device) for b in fixed[rank::world]]
 
     def _accounting(self, ckpt: dict | None) -> None:
         """Tokens and FLOPs per iteration (all processes), the clock and the best loss so far."""
@@ -178,9 +179,6 @@ class Run:
         )
 
     # --- the loop's steps --------------------------------------------------------------------------------
-
-    def _put(self, t: torch.Tensor) -> torch.Tensor:
-        return to_device(t, self.device)
 
     def log(self, message: str | None, **row) -> None:
         """A row of metrics.jsonl and, if `message`, a console line (master only)."""
@@ -241,13 +239,10 @@ class Run:
         lr = training.get_lr(it, self.cfg)
         training.set_lr(self.optimizer, lr)
         t_step = time.perf_counter()
-        rank, gas, M = self.procs.rank, self.gas, self.raw_model.config.random_positions
+        rank, gas = self.procs.rank, self.gas
         micro_batches = (  # seed: the micro-step's index in the global accumulation
-            tuple(
-                map(
-                    self._put,
-                    self.source.batch((self.cfg.data_seed, it, rank * gas + m), self.cfg.batch_size, M),
-                )
+            to_device(
+                self.source.batch((self.cfg.data_seed, it, rank * gas + m), self.cfg.batch_size), self.device
             )
             for m in range(gas)
         )
@@ -294,7 +289,7 @@ class Run:
         torch.manual_seed(self.cfg.seed)
         with self.precision.autocast():
             tok, prompt = get_tokenizer(self.meta), self.source.sample_prompt()
-            return generate_text(self.raw_model.eval(), tok, prompt, self.cfg.sample_tokens)[0]
+            return self.source.sample(self.raw_model.eval(), tok, prompt, self.cfg.sample_tokens)[0]
 
 
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, progress: bool = True) -> dict:

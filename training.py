@@ -39,6 +39,8 @@ class TrainConfig(RuntimeConfig):
     task_n_eval: int | None = None  # tasks: the largest size evaluated (the model's block_size fits it);
     # None -> 3 * task_n_train (at most the task's own limit)
     task_plain: bool = False  # task:addition writes the sum most significant digit first
+    task_hints: bool = False  # task:addition with index hints (Zhou et al. 2024), data/tasks.py
+    task_positions: str = "sequential"  # token t at t (or random_positions), or coupled (Cho et al. 2024)
     # --- optimisation
     batch_size: int = 12  # sequences per micro-step per process
     gradient_accumulation_steps: int = 1  # global: split over DDP processes, so tokens/iter stay fixed
@@ -107,19 +109,33 @@ class TrainConfig(RuntimeConfig):
             return []
         return [t.strip() for t in self.dataset.removeprefix("task:").split(",") if t.strip()]
 
+    def task(self, name: str):
+        """data.tasks' Task of `name` with this config's options (those of addition for addition only)."""
+        addition = name == "addition"
+        return get_task(name, self.task_plain and addition, self.task_hints and addition)
+
     def task_sizes(self) -> tuple[int, int] | None:
         """(n_train, n_eval) of a task dataset, None for a corpus; ValueError for task_* values that do not
         fit (set for a corpus, sizes out of a task's range or past MAX_TASK_N)."""
         names = self.task_names()
+        options = (self.task_n_train, self.task_n_eval, self.task_plain, self.task_hints, self.task_positions)
         if not names:
-            if (self.task_n_train, self.task_n_eval, self.task_plain) != (None, None, False):
+            if options != (None, None, False, False, "sequential"):
                 raise ValueError(f"task_* keys are for dataset=task:NAME, not dataset={self.dataset!r}")
             return None
         if len(set(names)) != len(names):
             raise ValueError(f"dataset={self.dataset!r} lists a task twice")
-        if self.task_plain and "addition" not in names:
-            raise ValueError(f"task_plain is an option of task:addition, not of dataset={self.dataset!r}")
-        tasks = [get_task(name, self.task_plain and name == "addition") for name in names]
+        for option in ("task_plain", "task_hints"):
+            if getattr(self, option) and "addition" not in names:
+                raise ValueError(f"{option} is an option of task:addition, not of dataset={self.dataset!r}")
+        if self.task_positions not in ("sequential", "coupled"):
+            raise ValueError(f"task_positions must be 'sequential' or 'coupled', got {self.task_positions!r}")
+        if self.task_positions == "coupled" and self.task_hints:
+            raise ValueError("task_positions=coupled and task_hints both align the digits: pick one")
+        tasks = [self.task(name) for name in names]
+        if self.task_positions == "coupled":
+            for task in tasks:
+                task.significance(1)  # a task without digits refuses by name
         if self.tokenizer != "char":
             raise ValueError(f"a task has its own characters: use tokenizer='char', not {self.tokenizer!r}")
         limit = min(task.max_n or MAX_TASK_N for task in tasks)

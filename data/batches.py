@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from data.prepare import DATA_DIR, load_splits, prepare
+from runtime import to_device as to_device_tensor
 
 EVAL_SEED = 1234  # fixed validation (and train-estimate) batches, shared by every run
 
@@ -38,6 +39,18 @@ def get_batch(data: np.ndarray, block_size: int, batch_size: int, seed, position
     rng = np.random.default_rng(seed)
     starts = rng.integers(0, len(data) - block_size, size=batch_size)
     return with_positions(windows_at(data, block_size, starts), rng, position_range)
+
+
+def trimmed(batch: tuple) -> tuple:
+    """A batch without its trailing Nones: (x, y, None, None) -> (x, y); (x, y, None, abacus) stays."""
+    while batch[-1] is None:
+        batch = batch[:-1]
+    return batch
+
+
+def to_device(batch: tuple, device: str) -> tuple:
+    """A batch's tensors on `device` (runtime.to_device), its Nones as they are."""
+    return tuple(t if t is None else to_device_tensor(t, device) for t in batch)
 
 
 def with_positions(batch: tuple, rng: np.random.Generator, M: int | None) -> tuple:

@@ -10,6 +10,9 @@ ends with the end mark ".", so a model must also know where to stop:
     addition  two n-digit numbers (zero-padded), "=", the n+1 digits of the sum, least significant first
               (Lee et al. 2023, Zhou et al. 2024: each digit then depends only on digits already written
               and a carry; `plain=True` writes them most significant first)   042+785=7280.
+              With `hints=True` (index hints, Zhou et al. 2024) every digit follows a hint letter naming
+              its significance, in the answer too: c0b4a2+c7b8a5=a7b2c8d0. (hints h_r, h_r+1, ... from 52
+              letters, r = 0 at evaluation and drawn per problem in training so later letters are trained).
     recall    n key-value pairs (distinct keys a-z, digit values), "?", a key, "=", its value   a3q7c1?q=7.
     passkey   n filler letters with "#" and a 5-digit passkey planted at a random depth, then "?=" and the
               passkey (Mohtashami & Jaggi 2023, at character level)   kzq#40213ubw?=40213.
@@ -17,6 +20,14 @@ ends with the end mark ".", so a model must also know where to stop:
 Training loss is on answer tokens only (targets -1 elsewhere; the model already ignores -1). A batch of
 mixed n is right-padded with "_" after each sequence: in a causal model nothing after a token changes its
 prediction, so padding never touches a scored token (tests/test_tasks.py checks it).
+
+Positions a task can set (`structured_ids`; addition, whose tokens have a significance): "coupled" ids
+(position coupling, Cho et al. 2024): a digit of significance s gets start + 1 + s in both operands and
+the answer, "+" and "=" get start, the end mark and padding 0, so the digits to add share an id:
+042+785=7280. -> 4 3 2 1 4 3 2 1 2 3 4 5 0 at start 1. "abacus" ids (McLeish et al. 2024): 1 + s + offset
+for a digit, 0 otherwise, for the model's Abacus table: 3 2 1 0 3 2 1 0 1 2 3 4 0 at offset 0. Cho et al. and
+McLeish et al. write their operands differently (theirs: McLeish's least significant first); both rules
+are kept by significance, which is what aligns the digits.
 """
 
 import hashlib
@@ -27,6 +38,8 @@ import torch
 
 LETTERS, DIGITS = "abcdefghijklmnopqrstuvwxyz", "0123456789"
 PAD, END = "_", "."
+HINTS = LETTERS + LETTERS.upper()  # index hints, in order
+SEPARATOR, OTHER = -1, -2  # `significance` of "+" and "=", and of every other non-digit token
 
 
 class Task:
@@ -35,20 +48,29 @@ class Task:
     name: str
     symbols: str  # besides PAD and END
     max_n: int | None = None
+    operands = 1  # 2: a problem has two numbers, whose digit counts `pair` sets
 
-    def __init__(self, plain: bool = False):
-        self.plain = plain
-        self.chars = sorted(set(PAD + END + self.symbols))
+    def __init__(self, plain: bool = False, hints: bool = False):
+        self.plain, self.hints = plain, hints
+        self.chars = sorted(set(PAD + END + self.symbols + (HINTS if hints else "")))
         self.stoi = {c: i for i, c in enumerate(self.chars)}
 
-    def problem(self, rng: np.random.Generator, n: int) -> tuple[str, str]:
-        """(prompt, answer) of size n; the answer ends with END."""
+    def problem(self, rng: np.random.Generator, n: int, train: bool = False) -> tuple[str, str]:
+        """(prompt, answer) of size n; the answer ends with END. `train`: a training problem (a task may
+        randomise what evaluation fixes, as the index hints' first letter)."""
         raise NotImplementedError
 
     def lengths(self, n: int) -> tuple[int, int]:
         """(prompt, answer) lengths at size n, the same for every problem of that size."""
         prompt, answer = self.problem(np.random.default_rng(0), n)
         return len(prompt), len(answer)
+
+    def significance(self, n: int) -> list[int]:
+        """Per token of a problem of size n (prompt + answer): a digit's significance, SEPARATOR for "+"
+        and "=", OTHER for the rest; only tasks of numbers have it."""
+        raise ValueError(
+            f"task:{self.name} has no digits to align: coupled positions and Abacus ids are for task:addition"
+        )
 
     def encode(self, text: str) -> list[int]:
         return [self.stoi[c] for c in text]
@@ -57,7 +79,7 @@ class Task:
 class Copy(Task):
     name, symbols = "copy", "abcdefghij="
 
-    def problem(self, rng, n):
+    def problem(self, rng, n, train=False):
         x = "".join(rng.choice(list(LETTERS[:10]), size=n))
         return x + "=", self.transform(x) + END
 
@@ -82,16 +104,55 @@ class Sort(Copy):
 class Addition(Task):
     name, symbols = "addition", DIGITS + "+="
 
-    def problem(self, rng, n):
+    @property
+    def max_n(self) -> int | None:
+        return len(HINTS) - 1 if self.hints else None  # hints name n + 1 significances
+
+    operands = 2
+
+    def problem(self, rng, n, train=False):
         a, b = ("".join(rng.choice(list(DIGITS), size=n)) for _ in range(2))  # uniform in [0, 10^n), padded
+        return self._written(rng, a, b, train)
+
+    def pair(self, rng, na: int, nb: int) -> tuple[str, str]:
+        """An evaluation problem whose operands have exactly na and nb digits (a leading digit > 0 past one
+        digit), both zero-padded to n = max(na, nb): McLeish et al.'s grid of operand lengths."""
+        n = max(na, nb)
+
+        def number(k: int) -> str:
+            lead = rng.choice(list(DIGITS[1:] if k > 1 else DIGITS))
+            return (lead + "".join(rng.choice(list(DIGITS), size=k - 1))).zfill(n)
+
+        return self._written(rng, number(na), number(nb), train=False)
+
+    def _written(self, rng, a: str, b: str, train: bool) -> tuple[str, str]:
+        n = len(a)
         total = str(int(a) + int(b)).zfill(n + 1)
-        return f"{a}+{b}=", (total if self.plain else total[::-1]) + END
+        answer = total if self.plain else total[::-1]
+        if not self.hints:
+            return f"{a}+{b}=", answer + END
+        r = int(rng.integers(0, len(HINTS) - n)) if train else 0  # the hint of significance s: HINTS[r + s]
+
+        def hinted(digits: str, sig: range) -> str:
+            return "".join(HINTS[r + s] + d for s, d in zip(sig, digits, strict=True))
+
+        descending, ascending = range(n - 1, -1, -1), range(n + 1)
+        out = hinted(answer, range(n, -1, -1) if self.plain else ascending)
+        return f"{hinted(a, descending)}+{hinted(b, descending)}=", out + END
+
+    def significance(self, n):
+        operand = list(range(n - 1, -1, -1))  # most significant first
+        answer = list(range(n, -1, -1)) if self.plain else list(range(n + 1))
+        if self.hints:  # each digit after its hint
+            operand = [x for s in operand for x in (OTHER, s)]
+            answer = [x for s in answer for x in (OTHER, s)]
+        return [*operand, SEPARATOR, *operand, SEPARATOR, *answer, OTHER]
 
 
 class Recall(Task):
     name, symbols, max_n = "recall", LETTERS + DIGITS + "?=", len(LETTERS)
 
-    def problem(self, rng, n):
+    def problem(self, rng, n, train=False):
         keys = rng.permutation(list(LETTERS))[:n]
         values = rng.choice(list(DIGITS), size=n)
         query = int(rng.integers(0, n))
@@ -102,7 +163,7 @@ class Recall(Task):
 class Passkey(Task):
     name, symbols = "passkey", LETTERS + DIGITS + "#?="
 
-    def problem(self, rng, n):
+    def problem(self, rng, n, train=False):
         filler = "".join(rng.choice(list(LETTERS), size=n))
         key = "".join(rng.choice(list(DIGITS), size=5))
         depth = int(rng.integers(0, n + 1))
@@ -112,18 +173,32 @@ class Passkey(Task):
 TASKS = {cls.name: cls for cls in (Copy, Reverse, Sort, Addition, Recall, Passkey)}
 
 
-def get_task(name: str, plain: bool = False) -> Task:
+def get_task(name: str, plain: bool = False, hints: bool = False) -> Task:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; tasks: {sorted(TASKS)} (as dataset=task:NAME)")
-    if plain and name != "addition":
-        raise ValueError(f"task_plain is an option of task:addition only, not task:{name}")
-    return TASKS[name](plain)
+    for option, value in (("task_plain", plain), ("task_hints", hints)):
+        if value and name != "addition":
+            raise ValueError(f"{option} is an option of task:addition only, not task:{name}")
+    return TASKS[name](plain, hints)
+
+
+def structured_ids(task: Task, n: int, kind: str, start: int) -> np.ndarray:
+    """The ids of every token of a problem of size n (prompt + answer) by the task's structure (module
+    docstring): kind "coupled" from `start` (Cho et al.: 1 at evaluation), or "abacus" from offset `start`
+    (McLeish et al.: 0 at evaluation). int64 (P + A,)."""
+    sig = np.asarray(task.significance(n))
+    digit = start + 1 + sig
+    if kind == "coupled":
+        return np.where(sig >= 0, digit, np.where(sig == SEPARATOR, start, 0))
+    return np.where(sig >= 0, digit, 0)
 
 
 def task_meta(task: Task, n_train: int, n_eval: int) -> dict:
     """What a checkpoint records of the task, like a prepared corpus's meta.json: the char tokenizer's state
     and a digest of the task's definition (what resume and evaluation check)."""
     definition = {"task": task.name, "plain": task.plain, "chars": task.chars, "n_train": n_train}
+    if task.hints:  # the definitions of tasks without hints keep the digest they had
+        definition["hints"] = True
     digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
     return {
         "dataset": f"task:{task.name}",
@@ -133,6 +208,7 @@ def task_meta(task: Task, n_train: int, n_eval: int) -> dict:
         "source": f"task:{task.name}",
         "source_sha256": digest,
         "plain": task.plain,
+        "hints": task.hints,
         "n_train": n_train,
         "n_eval": n_eval,
     }
@@ -152,12 +228,19 @@ def encode_batch(task: Task, problems: list[tuple[str, str]], length: int) -> tu
     return x, y
 
 
-def sample_problems(task: Task, rng: np.random.Generator, batch_size: int, n_max: int) -> list[tuple]:
-    """`batch_size` problems, each of a size n drawn uniformly from 1 .. n_max."""
-    return [task.problem(rng, int(n)) for n in rng.integers(1, n_max + 1, size=batch_size)]
+def sample_problems(task: Task, rng: np.random.Generator, batch_size: int, n_max: int) -> tuple[list, list]:
+    """`batch_size` training problems, each of a size n drawn uniformly from 1 .. n_max, and their sizes."""
+    sizes = [int(n) for n in rng.integers(1, n_max + 1, size=batch_size)]
+    return [task.problem(rng, n, train=True) for n in sizes], sizes
 
 
 def eval_problems(task: Task, n: int, count: int, seed: int) -> list[tuple[str, str]]:
     """The fixed evaluation problems of size n: `count` of them, a pure function of (seed, n)."""
     rng = np.random.default_rng((seed, n))
     return [task.problem(rng, n) for _ in range(count)]
+
+
+def eval_pairs(task: Task, na: int, nb: int, count: int, seed: int) -> list[tuple[str, str]]:
+    """The fixed evaluation problems with operands of na and nb digits (a task with two operands)."""
+    rng = np.random.default_rng((seed, na, nb))
+    return [task.pair(rng, na, nb) for _ in range(count)]

@@ -3,6 +3,7 @@ n/a past a learned table, the fixed-batch loss, EvalConfig, and the fine-tune ag
 training loop."""
 
 import copy
+import itertools
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ import torch
 import evaluate
 from data.batches import get_batch
 from data.sources import TaskSource
-from data.tasks import encode_batch, eval_problems, get_task
+from data.tasks import encode_batch, eval_pairs, eval_problems, get_task
+from evaluate import TASK_SEED
 from model import GPT, ModelConfig
 from runtime import Precision
 from training import TrainConfig, configure_optimizers
@@ -154,19 +156,40 @@ class Oracle(torch.nn.Module):
         self.answers = {tuple(task.encode(p)): task.encode(a) for p, a in problems}
         self.wrong = wrong
 
-    def generate(self, idx, max_new_tokens, temperature, positions=None):
-        assert temperature == 0 and positions is None
+    def generate(self, idx, max_new_tokens, temperature, positions=None, abacus=None):
+        assert temperature == 0 and positions is None and abacus is None
         answers = torch.tensor([self.answers[tuple(row.tolist())] for row in idx])[:, :max_new_tokens]
         return torch.cat((idx, (answers + self.wrong) % self.config.vocab_size), dim=1)
 
 
 @pytest.mark.parametrize("name", ["copy", "addition", "passkey"])
 def test_task_accuracy_scores_an_oracle_1_and_a_wrong_one_0(name):
-    task = get_task(name)
-    problems = eval_problems(task, 5, 30, seed=1)
+    source = TaskSource(get_task(name), 5, 5)
+    problems = eval_problems(source.task, 5, 30, seed=1)
     fp32 = Precision.of("float32", "cpu")
-    assert evaluate.task_accuracy(Oracle(task, problems), task, problems, fp32).all()
-    assert not evaluate.task_accuracy(Oracle(task, problems, wrong=True), task, problems, fp32).any()
+    assert evaluate.task_accuracy(Oracle(source.task, problems), source, 5, problems, fp32).all()
+    wrong = Oracle(source.task, problems, wrong=True)
+    assert not evaluate.task_accuracy(wrong, source, 5, problems, fp32).any()
+
+
+def test_the_operand_grid_scores_each_cell_on_its_own_problems():
+    """McLeish et al.'s map: the cells of one max(na, nb) decode as a batch, each scored on eval_pairs'
+    problems; an oracle that knows some cells only scores 1 exactly there."""
+    source, fp32 = TaskSource(get_task("addition"), 2, 6), Precision.of("float32", "cpu")
+    sizes = evaluate.operand_sizes(2, 6)
+    assert sizes == [1, 2, 3, 4, 5, 6] and evaluate.operand_sizes(3, 15) == [1, 3, 4, 6, 7, 9, 12, 15]
+    known, task = [(1, 3), (3, 3), (6, 2)], source.task
+    oracle = Oracle(task, [])
+    for na, nb in itertools.product(
+        sizes, sizes
+    ):  # the true answer in the known cells, a wrong one elsewhere
+        for p, a in eval_pairs(task, na, nb, 20, TASK_SEED):
+            shift = (na, nb) not in known
+            oracle.answers[tuple(task.encode(p))] = [(t + shift) % len(task.chars) for t in task.encode(a)]
+    grid = evaluate.operand_grid(oracle, source, sizes, 40, fp32)
+    assert grid["problems_per_cell"] == 20 and grid["sizes"] == sizes
+    got = {(sizes[i], sizes[j]) for i, row in enumerate(grid["exact"]) for j, x in enumerate(row) if x == 1}
+    assert got == set(known) and sum(map(sum, grid["exact"])) == 3
 
 
 def test_greedy_exact_match_is_teacher_forced_argmax_exact_match():
@@ -175,13 +198,13 @@ def test_greedy_exact_match_is_teacher_forced_argmax_exact_match():
     task = get_task("copy")
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=len(task.chars), block_size=24, n_layer=1, n_head=2, n_embd=16))
-    source, opt = TaskSource("copy", 3, 3), torch.optim.AdamW(model.parameters(), lr=1e-2)
+    source, opt = TaskSource(task, 3, 3), torch.optim.AdamW(model.parameters(), lr=1e-2)
     for it in range(STEPS):  # half-trained: some answers right, some wrong
         model(*source.batch((0, it), 32))[1].backward()
         opt.step()
         opt.zero_grad()
     problems = eval_problems(task, 3, 400, seed=2)
-    right = evaluate.task_accuracy(model.eval(), task, problems, Precision.of("float32", "cpu"))
+    right = evaluate.task_accuracy(model.eval(), source, 3, problems, Precision.of("float32", "cpu"))
     x, y = encode_batch(task, problems, 7)
     logits, _ = model(x, y)
     forced = ((logits.argmax(-1) == y) | (y == -1)).all(1)

@@ -23,6 +23,16 @@ def test_the_task_plot_is_written(tmp_path):
     assert (tmp_path / "accuracy.png").stat().st_size > 0
 
 
+def test_the_operand_map_is_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    grid = {"sizes": [1, 2, 4], "exact": [[1.0, 1.0, 0.2], [1.0, 0.9, 0.1], [0.3, 0.2, 0.0]]}
+    agg = task_aggregate() | {
+        "operands": {"rope": grid, "alibi": grid, "none": grid, "fire": grid, "t5": grid}
+    }
+    assert plots.write_operand_plot(agg, tmp_path) == ["operands.png"]
+    assert plots.write_operand_plot(task_aggregate() | {"operands": {}}, tmp_path) == []
+
+
 def test_without_matplotlib_there_are_no_plots(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
     assert plots.write_task_plot(task_aggregate(), tmp_path) == [] and not list(tmp_path.iterdir())

@@ -152,3 +152,46 @@ def test_nope_layers_attend_like_none():
 def test_rope_family_knobs_are_validated(kw, match):
     with pytest.raises(ValueError, match=match):
         tiny(**kw)
+
+
+TAKERS = [n for n in SCHEMES if POS_ENCODINGS[n].position_ids != "none"]
+RELATIVE = ["rope", "xpos", "alibi", "t5", "kerple"]  # attention depends on id_i - id_j only (FIRE: on i too)
+
+
+def _ids(pos_enc: str, seed: int) -> torch.Tensor:
+    """(3, 16) ids in [1, 40): coupled-like ids that go back and forth where the scheme takes any ids,
+    sorted distinct ones (randomized positions) where it takes monotone ids."""
+    g = torch.Generator().manual_seed(seed)
+    if pos_enc == "abacus" or POS_ENCODINGS[pos_enc].position_ids == "any":
+        return torch.randint(1, 40, (3, 16), generator=g)
+    return torch.stack([torch.randperm(39, generator=g)[:16].sort().values + 1 for _ in range(3)])
+
+
+@pytest.mark.parametrize("pos_enc", TAKERS)
+def test_explicit_ids_0_to_T_minus_1_are_the_default(pos_enc):
+    model = model_for(pos_enc, random_positions=48)
+    idx = torch.randint(0, 65, (3, 16), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(model(idx, idx, torch.arange(16).expand(3, 16)), model(idx, idx))
+    same = torch.allclose(model(idx, idx, _ids(pos_enc, 2))[0], model(idx, idx)[0])
+    assert same == (pos_enc == "none")  # none takes ids and has no use for them
+
+
+@pytest.mark.parametrize("pos_enc", RELATIVE)
+def test_relative_schemes_ignore_a_constant_shift_of_the_ids(pos_enc):
+    model = model_for(pos_enc, random_positions=48)
+    idx, ids = torch.randint(0, 65, (3, 16), generator=torch.Generator().manual_seed(3)), _ids(pos_enc, 4)
+    torch.testing.assert_close(model(idx, idx, ids + 7), model(idx, idx, ids), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("pos_enc", [*TAKERS, "abacus"])
+def test_kv_cache_decoding_with_ids_equals_recomputation(pos_enc):
+    """The cache keeps every key with its id: greedy decoding through it == a full forward per step."""
+    abacus = pos_enc == "abacus"
+    model = model_for("none", abacus=40) if abacus else model_for(pos_enc, random_positions=48)
+    idx, ids = torch.randint(0, 65, (3, 16), generator=torch.Generator().manual_seed(5)), _ids(pos_enc, 6)
+    kw = {"abacus" if abacus else "positions": ids}
+    out, ref = model.generate(idx[:, :5], 11, temperature=0, **kw), idx[:, :5]
+    for _ in range(11):
+        logits, _ = model(ref, **{k: v[:, : ref.size(1)] for k, v in kw.items()})
+        ref = torch.cat((ref, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
+    assert torch.equal(out, ref)

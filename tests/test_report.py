@@ -134,3 +134,14 @@ def test_a_run_that_did_not_learn_its_task_is_left_out_past_the_trained_sizes(tm
     )
     assert results["differences"]["exact_out"]["none"]["n"] == 1  # only seed 1 learned on both sides
     assert "| none | 0.100 ± 0.000 | 1/2 | 0.762 ± 0.301 | 0.300 |" in (tmp_path / "report.md").read_text()
+
+
+def test_the_operand_map_is_the_mean_over_every_run(tmp_path):
+    records = [task_record("rope", k, [1.0, 1.0, 0.5, 0.0]) for k in (1, 2)]
+    for r, corner in zip(records, (1.0, 0.5), strict=True):
+        r["operands"] = {"sizes": [1, 4], "exact": [[1.0, 0.0], [0.0, corner]], "problems_per_cell": 20}
+    agg = report.aggregate_tasks(records)
+    assert agg["operands"]["rope"] == {"sizes": [1, 4], "exact": [[1.0, 0.0], [0.0, 0.75]]}
+    report.write_task_report(records, {}, tmp_path, "cmd", 1.0)
+    assert "| 4 | 0.00 | 0.75 |" in (tmp_path / "report.md").read_text()
+    assert not report.aggregate_tasks([task_record("rope", 1, [1.0, 1.0, 0.5, 0.0])])["operands"]

@@ -146,5 +146,6 @@ def test_a_task_run_samples_a_problem_by_default_and_says_what_a_prompt_looks_li
     T.train(*parse_config(argv, ModelConfig, TrainConfig), progress=False)
     text = sample(tmp_path / "run", max_new_tokens=4, temperature=0)[0]
     assert text.index("=") == 3  # a problem of size 3, then the model's answer
-    with pytest.raises(ValueError, match=r"a task:reverse prompt is a problem such as --prompt='[a-j]{3}='"):
+    prompt_like = r"not a task:reverse problem; a prompt is a problem such as --prompt='[a-j]{3}='"
+    with pytest.raises(ValueError, match=prompt_like):
         sample(tmp_path / "run", prompt="\n")

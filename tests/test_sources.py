@@ -7,20 +7,22 @@ import torch
 from helpers import tiny_corpus
 
 from data import batches
-from data.sources import TaskSource, TextSource, load_source
-from data.tasks import get_task
+from data.sources import TaskSource, TextSource, check_range, load_source
+from data.tasks import get_task, structured_ids
+from model import ModelConfig
 from training import TrainConfig
 
 
 def test_text_source_is_the_corpus_batches(tmp_path):
     cfg = TrainConfig(dataset=str(tiny_corpus(tmp_path)), data_dir=str(tmp_path / "data"))
-    source = load_source(cfg, 16)
+    source = load_source(cfg, ModelConfig(block_size=16))
     assert isinstance(source, TextSource) and source.block_size == source.train_len == 16
     expected = batches.get_batch(source.splits["train"], 16, 4, (0, 3, 1))
     torch.testing.assert_close(source.batch((0, 3, 1), 4), expected)
     fixed = batches.fixed_eval_batches(source.splits["val"], 16, 4, 2, batches.EVAL_SEED)
     torch.testing.assert_close(source.eval_batches("val", 4, 2), fixed)
-    assert source.sample_prompt() == "\n" and len(source.batch((0, 3, 1), 4, 40)) == 3
+    assert source.sample_prompt() == "\n"
+    assert len(load_source(cfg, ModelConfig(block_size=16, random_positions=40)).batch((0, 3, 1), 4)) == 3
 
 
 def test_epochs_visit_every_window_once_per_epoch_in_a_seeded_order():
@@ -44,7 +46,7 @@ def test_epochs_visit_every_window_once_per_epoch_in_a_seeded_order():
 
 
 def test_task_source_sizes_and_seeded_batches():
-    source = load_source(TrainConfig(dataset="task:addition", task_n_train=5), 1024)
+    source = load_source(TrainConfig(dataset="task:addition", task_n_train=5), ModelConfig())
     assert isinstance(source, TaskSource) and (source.n_train, source.n_eval) == (5, 15)
     task = get_task("addition")
     assert source.train_len == sum(task.lengths(5)) - 1 and source.block_size == sum(task.lengths(15)) - 1
@@ -52,7 +54,10 @@ def test_task_source_sizes_and_seeded_batches():
     assert x.shape == y.shape == (64, source.train_len)
     assert all(torch.equal(a, b) for a, b in zip(source.batch((0, 7, 0), 64), (x, y), strict=True))
     assert not torch.equal(source.batch((0, 8, 0), 64)[0], x)
-    x2, _, pos = source.batch((0, 7, 0), 64, 100)
+    randomized = load_source(
+        TrainConfig(dataset="task:addition", task_n_train=5), ModelConfig(random_positions=100)
+    )
+    x2, _, pos = randomized.batch((0, 7, 0), 64)
     assert torch.equal(x2, x) and pos.shape == x.shape and pos.max() < 100
     val, train = source.eval_batches("val", 8, 3), source.eval_batches("train", 8, 3)
     assert torch.equal(val[2][0], source.eval_batches("val", 8, 3)[2][0])
@@ -81,8 +86,37 @@ def test_task_source_sizes_and_seeded_batches():
 )
 def test_bad_task_settings_are_clear_errors(kw, match):
     with pytest.raises(ValueError, match=match):
-        load_source(TrainConfig(**kw), 16)
+        load_source(TrainConfig(**kw), ModelConfig(block_size=16))
 
 
 def test_task_names_have_one_spelling():
     assert TrainConfig(dataset="task: copy, reverse").dataset == "task:copy,reverse"
+
+
+def test_random_positions_need_room_past_the_longest_sequence():
+    with pytest.raises(ValueError, match=r"must be > block_size=16, got 16: use --random_positions=64"):
+        check_range(16, 16)
+    task = TrainConfig(dataset="task:copy", task_n_train=5, task_n_eval=10)
+    with pytest.raises(ValueError, match=r"must be > block_size=21"):
+        load_source(task, ModelConfig(random_positions=21))
+    assert load_source(task, ModelConfig(random_positions=22)).M == 22
+
+
+@pytest.mark.parametrize(("positions", "knob"), [("coupled", "random_positions"), ("sequential", "abacus")])
+def test_structured_offsets_are_drawn_from_the_seed_and_stay_in_their_table(positions, knob):
+    """Training draws one offset per problem from the batch's seed (the same seed, the same ids) and keeps
+    every id inside its table of 30 rows, up to its last; accuracy is scored at the papers' fixed start
+    (coupled: 1, Abacus: 0)."""
+    cfg = TrainConfig(dataset="task:addition", task_n_train=4, task_n_eval=12, task_positions=positions)
+    source = load_source(
+        cfg, ModelConfig(pos_enc="learned" if knob == "random_positions" else "none", **{knob: 30})
+    )
+    x, *_, ids = source.batch((0, 3, 0), 256)
+    assert torch.equal(ids, source.batch((0, 3, 0), 256)[-1]) and not torch.equal(
+        ids, source.batch((0, 4, 0), 256)[-1]
+    )
+    assert ids.shape == x.shape and ids.max() == 29 and ids.min() == 0
+    kind, start = ("coupled", 1) if positions == "coupled" else ("abacus", 0)
+    expected = structured_ids(source.task, 12, kind, start)
+    fixed = next(t for t in source.ids([12], len(expected), rng=None) if t is not None)
+    assert fixed[0].tolist() == expected.tolist()

@@ -7,7 +7,19 @@ import pytest
 import torch
 from helpers import model_for
 
-from data.tasks import END, PAD, TASKS, encode_batch, eval_problems, get_task, sample_problems, task_meta
+from data.tasks import (
+    END,
+    HINTS,
+    PAD,
+    TASKS,
+    encode_batch,
+    eval_pairs,
+    eval_problems,
+    get_task,
+    sample_problems,
+    structured_ids,
+    task_meta,
+)
 
 
 def solve(name: str, prompt: str, plain: bool = False) -> str:
@@ -77,7 +89,7 @@ def test_recall_keys_are_distinct_up_to_the_alphabet():
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_loss_mask_covers_exactly_the_answer(name):
     task = get_task(name)
-    problems = sample_problems(task, np.random.default_rng(2), 16, 6)
+    problems, _ = sample_problems(task, np.random.default_rng(2), 16, 6)
     length = sum(task.lengths(6)) - 1
     x, y = encode_batch(task, problems, length)
     assert x.shape == y.shape == (16, length)
@@ -97,7 +109,7 @@ def test_padding_never_changes_a_scored_token(pos_enc):
     """A batch of mixed sizes, padded, scores every answer token as each problem alone, unpadded."""
     task = get_task("reverse")
     model = model_for(pos_enc, vocab_size=len(task.chars), block_size=32)
-    problems = sample_problems(task, np.random.default_rng(3), 6, 7)
+    problems, _ = sample_problems(task, np.random.default_rng(3), 6, 7)
     x, y = encode_batch(task, problems, 15)
     logits, _ = model(x, y)
     for row, problem in enumerate(problems):
@@ -112,3 +124,47 @@ def test_meta_is_a_char_tokenizer_and_a_digest_of_the_definition():
     assert meta["tokenizer"] == "char" and meta["vocab_size"] == len(meta["chars"]) == 13
     assert meta["source_sha256"] != task_meta(get_task("copy"), 9, 27)["source_sha256"]
     assert meta["source_sha256"] == task_meta(get_task("copy"), 8, 30)["source_sha256"]  # n_eval: eval only
+
+
+def test_structured_ids_by_hand():
+    """Cho et al.'s coupling of 042+785=7280. (reversed answer, END last): one id per significance, the
+    operands' digits and the answer's digit of equal significance share it, '+' and '=' get the start;
+    McLeish et al.'s Abacus: 1 + significance, 0 elsewhere."""
+    addition = get_task("addition")
+    assert structured_ids(addition, 3, "coupled", 1).tolist() == [4, 3, 2, 1, 4, 3, 2, 1, 2, 3, 4, 5, 0]
+    assert structured_ids(addition, 3, "coupled", 6).tolist() == [9, 8, 7, 6, 9, 8, 7, 6, 7, 8, 9, 10, 0]
+    assert structured_ids(addition, 3, "abacus", 0).tolist() == [3, 2, 1, 0, 3, 2, 1, 0, 1, 2, 3, 4, 0]
+    assert structured_ids(addition, 3, "abacus", 2).tolist() == [5, 4, 3, 0, 5, 4, 3, 0, 3, 4, 5, 6, 0]
+    plain = get_task("addition", plain=True)  # 0827.: the answer's most significant digit first
+    assert structured_ids(plain, 3, "coupled", 1).tolist() == [4, 3, 2, 1, 4, 3, 2, 1, 5, 4, 3, 2, 0]
+    with pytest.raises(ValueError, match="has no digits to align"):
+        structured_ids(get_task("copy"), 3, "abacus", 0)
+
+
+def test_index_hints_are_zhou_et_al():
+    """Each digit follows the hint of its significance (a for the units at evaluation); training shifts
+    every hint of a problem by one random offset; without the hints the problem is the plain one."""
+    hinted = get_task("addition", hints=True)
+    assert hinted.problem(np.random.default_rng(0), 3) == ("c8b6a5+c2b3a0=", "a5b9c0d1.")
+    assert get_task("addition").problem(np.random.default_rng(0), 3) == ("865+230=", "5901.")
+    for seed in range(20):
+        prompt, answer = hinted.problem(np.random.default_rng(seed), 4, train=True)
+        r = HINTS.index(answer[0])
+        assert answer[0:-1:2] == HINTS[r : r + 5] and prompt[:8:2] == HINTS[r : r + 4][::-1]
+        digits = "".join(c for c in prompt + answer if c not in HINTS)
+        assert solve("addition", digits[: digits.index("=") + 1]) == digits[digits.index("=") + 1 :]
+    assert len({hinted.problem(np.random.default_rng(s), 2, train=True)[1][0] for s in range(200)}) > 40
+
+
+def test_operand_pairs_have_the_digits_asked_for():
+    """eval_pairs: a has exactly na digits and b nb (no leading zero past one digit), both zero-padded to
+    the longer; the answer is the sum's; a pure function of the seed."""
+    task = get_task("addition")
+    for na, nb in ((1, 1), (2, 7), (9, 3), (30, 30)):
+        problems = eval_pairs(task, na, nb, 25, seed=3)
+        assert problems == eval_pairs(task, na, nb, 25, seed=3)
+        for prompt, answer in problems:
+            a, b = prompt[:-1].split("+")
+            assert len(a) == len(b) == max(na, nb) and solve("addition", prompt) == answer
+            assert (len(str(int(a))), len(str(int(b)))) == (na, nb)
+    assert get_task("copy").operands == 1 and task.operands == 2
