@@ -18,6 +18,7 @@ explicit path, which also serves diagnostics (the probabilities of one layer, (B
 from __future__ import annotations  # ModelConfig is only imported for type checkers (no cycle)
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from flex import choose, flex_attend
 from positional import LayerContext, PositionalEncoding, Positions
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ class Spec:
     gain: torch.Tensor | None = None  # (B|1, nh, T, 1) multiplier of q.k (not of the bias)
     sink: torch.Tensor | None = None  # (nh,) logits joining each softmax
     normalise: str = "softmax"
+    score_mod: Callable | None = None  # the bias as a function of (b, h, i, j), for FlexAttention (flex.py)
 
     @property
     def plain(self) -> bool:
@@ -52,6 +55,7 @@ class Spec:
         return (
             self.visible is None
             and self.bias is None
+            and self.score_mod is None
             and self.sink is None
             and self.T == self.S
             and self.normalise == "softmax"
@@ -122,16 +126,18 @@ def weights(q: torch.Tensor, k: torch.Tensor, spec: Spec) -> torch.Tensor:
 
 
 def attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: Spec, dropout: float = 0.0
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: Spec, dropout: float = 0.0, kernel: str = "sdpa"
 ) -> torch.Tensor:
     """softmax or stick-breaking attention of q (B, nh, T, E) over k (B, nh, S, E) and v (B, nh, S, hs):
-    (B, nh, T, hs) in q's dtype (module docstring)."""
+    (B, nh, T, hs) in q's dtype (module docstring), through SDPA or (kernel="flex") FlexAttention."""
     if spec.normalise == "stickbreaking":
         w = weights(q, k, spec)
         y = w @ v.float()
         own = v[:, :, spec.S - spec.T :].float()  # the rest of each stick goes to the query's own value
         y = y + (1 - w.sum(-1, keepdim=True)) * own
         return F.dropout(y, dropout).to(q.dtype)
+    if kernel == "flex":
+        return flex_attend(q, k, v, spec, dropout)
     if spec.gain is not None:
         q = q * spec.gain.to(q.dtype)
     if spec.plain:
@@ -172,7 +178,7 @@ class CausalSelfAttention(nn.Module):
             config.dropout,
         )
         hs = config.head_size  # q, k, v of all heads:
-        self.scale, self.window = default_scale(hs), config.windowed(layer)
+        self.scale, self.window, self.attention = default_scale(hs), config.windowed(layer), config.attention
         self.c_attn = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv) * hs, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -188,6 +194,13 @@ class CausalSelfAttention(nn.Module):
             if config.ssmax
             else None
         )
+
+    def kernel_for(self, pe: PositionalEncoding, device) -> str:
+        """SDPA or FlexAttention for this layer (ModelConfig.attention; flex.choose)."""
+        needs_mask = (
+            pe.adds_bias or self.window is not None or self.sink is not None or self.ssmax is not None
+        )
+        return choose(self.attention, needs_mask and pe.normalise == "softmax", device)
 
     def forward(self, x, pe: PositionalEncoding, shared, pos: Positions, cache=None, observe=None):
         B, T, C = x.size()
@@ -205,11 +218,12 @@ class CausalSelfAttention(nn.Module):
             self.layer, x, pos, visible if visible is not None else pos.causal(x.device), cache
         )
         gain = None if self.ssmax is None else ssmax_gain(self.ssmax, T, pos.k_len, self.window, x.device)
-        spec = Spec(
-            T, pos.k_len, self.scale, visible, pe.layer_bias(shared, q, k, ctx), gain, self.sink, pe.normalise
-        )
+        kernel = self.kernel_for(pe, x.device) if observe is None else "sdpa"  # diagnostics read the bias
+        mod = pe.score_mod(shared, q, k, ctx) if kernel == "flex" else None  # computed where it is needed
+        bias = None if mod is not None else pe.layer_bias(shared, q, k, ctx)
+        spec = Spec(T, pos.k_len, self.scale, visible, bias, gain, self.sink, pe.normalise, mod)
         if observe is not None:
             observe(self.layer, weights(q, k, spec))
-        y = attend(q, k, v, spec, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
+        y = attend(q, k, v, spec, self.dropout if self.training else 0.0, kernel)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))

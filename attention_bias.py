@@ -31,6 +31,11 @@ import torch.nn.functional as F
 from positional import LayerContext, PositionalEncoding, Positions, register
 
 
+def _ids(B: int, pos: Positions, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The queries' and keys' positions as float32 (B, T) and (B, S), for a score_mod to index."""
+    return pos.query_ids(device).float().expand(B, -1), pos.key_ids(device).float().expand(B, -1)
+
+
 def alibi_slopes(n_head: int) -> torch.Tensor:
     """Head slopes of Press et al. (2022): geometric from 2^(-8/n); for n not a power of two, the slopes
     of the nearest lower power of two followed by every other slope of the next power (paper's code)."""
@@ -49,12 +54,22 @@ class ALiBi(PositionalEncoding):
     """ALiBi (Press et al. 2022): score(i, j) -= slope_h * (i - j), computed once per forward; no parameters,
     any length (past block_size the same line goes on)."""
 
+    adds_bias = True
+
     def __init__(self, config):
         super().__init__(config)
         self.register_buffer("slopes", alibi_slopes(config.n_head), persistent=False)
 
     def attn_bias(self, pos: Positions, device):
         return -self.slopes[:, None, None] * pos.distances(device)[:, None]  # (B|1, nh, T, S)
+
+    def score_mod(self, shared, q, k, ctx):
+        (qid, kid), slopes = _ids(q.size(0), ctx.pos, q.device), self.slopes
+
+        def bias(b, h, i, j):
+            return -slopes[h] * (qid[b, i] - kid[b, j])
+
+        return bias
 
 
 def t5_bucket(distance: torch.Tensor, num_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
@@ -77,6 +92,8 @@ class T5Bias(PositionalEncoding):
     t5_max_distance (default 128). Table `relative_attention_bias` (num_buckets, nh), GPT-2 init N(0, 0.02).
     Past block_size: every distance >= max_distance reads the last bucket, so the bias is flat out there;
     buckets of distances never seen in training (block_size < max_distance) keep their initial values."""
+
+    adds_bias = True
 
     parameter_free = False
 
@@ -117,6 +134,8 @@ class KERPLE(PositionalEncoding):
     forward, the kernel once per layer. No knobs. Past block_size: the same kernel at longer distances, a
     logarithmic decay with no length built in."""
 
+    adds_bias = True
+
     parameter_free = False
 
     EPS = 0.01
@@ -139,6 +158,15 @@ class KERPLE(PositionalEncoding):
         r2 = F.softplus(self.rho2[ctx.layer])[:, None, None]
         return -r1 * torch.log1p(r2 * dist)  # (B|1, nh, T, S)
 
+    def score_mod(self, shared, q, k, ctx):
+        qid, kid = _ids(q.size(0), ctx.pos, q.device)
+        r1, r2 = F.softplus(self.rho1[ctx.layer]), F.softplus(self.rho2[ctx.layer])
+
+        def bias(b, h, i, j):
+            return -r1[h] * torch.log1p(r2[h] * (qid[b, i] - kid[b, j]).clamp(min=0))
+
+        return bias
+
 
 @register("fire")
 class FIRE(PositionalEncoding):
@@ -153,6 +181,8 @@ class FIRE(PositionalEncoding):
     Below the threshold the normaliser is fixed and the bias depends on i - j alone; past it, on the ratio
     of log-distances (progressive interpolation). Past block_size the MLP's input stays in [0, 1], the range
     it was trained on, which is FIRE's answer to length extrapolation."""
+
+    adds_bias = True
 
     parameter_free = False
 
@@ -211,6 +241,8 @@ class CoPE(PositionalEncoding):
     so longer inputs need no new rows until the sums reach cope_max_pos - 1; from there on every key shares
     the last row."""
 
+    adds_bias = True
+
     knobs = ("cope_max_pos",)
     position_ids = "none"  # contextual positions: it counts its own
     parameter_free = False
@@ -235,9 +267,12 @@ class CoPE(PositionalEncoding):
             q, k = q.float(), k.float()
             gates = torch.sigmoid(q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)))  # (B, nh, T, S)
             gates = gates.masked_fill(~ctx.visible, 0.0)  # only the keys the query sees count
-            pos = gates.flip(-1).cumsum(-1).flip(-1).clamp(max=self.max_pos - 1)  # p_ij
+            cum = gates.cumsum(-1)  # p_ij = sum over t >= j = the row's total - (sum over t < j); no flips
+            pos = (cum[..., -1:] - cum + gates).clamp(max=self.max_pos - 1)
             logits = q @ self.pos_emb[ctx.layer].t()  # (B, nh, T, max_pos): q_i.e[p] at every integer p
             low = pos.floor()
             w = pos - low
-            at_low, at_high = logits.gather(-1, low.long()), logits.gather(-1, pos.ceil().long())
-            return at_high * w + at_low * (1 - w)  # (B, nh, T, S)
+            lo = low.long()
+            hi = (lo + 1).clamp(max=self.max_pos - 1)  # = ceil where w > 0; where w = 0 it gets weight 0
+            at_low, at_high = logits.gather(-1, torch.cat((lo, hi), -1)).split(lo.size(-1), -1)  # one gather
+            return at_low + w * (at_high - at_low)  # (B, nh, T, S)

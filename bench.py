@@ -32,6 +32,7 @@ import torch
 
 from cli import parse_cli, run_main
 from configurator import check_ints
+from grid import parse_entry
 from model import GPT, ModelConfig
 from positional import POS_ENCODINGS
 from runtime import Precision, RuntimeConfig, auto_device, peak_bf16_flops
@@ -47,6 +48,7 @@ class BenchConfig(RuntimeConfig):
     steps: int = 20  # timed steps per model
     warmup: int = 3  # untimed steps per model
     peers: bool = True  # also time transformers' GPT-2 and Llama
+    options: bool = True  # also time rope with each attention option (sink, SSMax, SSSL windows)
     memory: bool = True  # measure peak memory
 
     def validate(self):
@@ -106,8 +108,12 @@ class Result:
         return 100 * (q3 - q1) / statistics.median(self.step_times)
 
 
-def model_names(peers: bool) -> list[str]:
-    names = [f"ours:{p}" for p in POS_ENCODINGS]
+# attention options on rope, each against ours:rope (compare.py entry syntax)
+OPTIONS = ("rope:attn_sink=true", "rope:ssmax=true", "rope:window=16:window_pattern=SSSL")
+
+
+def model_names(peers: bool, options: bool = False) -> list[str]:
+    names = [f"ours:{p}" for p in POS_ENCODINGS] + [f"ours:{o}" for o in OPTIONS if options]
     return [*names, "hf:gpt2", "hf:llama"] if peers else names
 
 
@@ -115,6 +121,8 @@ def peer_of(name: str) -> str | None:
     """The Hugging Face model a row is compared with: Llama for RoPE, GPT-2 (learned) for the others."""
     if name.startswith("hf:"):
         return None
+    if name.startswith("ours:rope:"):
+        return "ours:rope"
     return "hf:llama" if name == "ours:rope" else "hf:gpt2"
 
 
@@ -129,7 +137,8 @@ def build(name: str, shape: Shape) -> torch.nn.Module:
     torch.manual_seed(0)
     dims = dict(vocab_size=shape.vocab_size, n_layer=shape.n_layer, n_head=shape.n_head, n_embd=shape.n_embd)
     if name.startswith("ours:"):
-        return GPT(ModelConfig(block_size=shape.block_size, dropout=0.0, pos_enc=name[5:], **dims))
+        scheme, knobs, _ = parse_entry(name[5:])
+        return GPT(ModelConfig(block_size=shape.block_size, dropout=0.0, pos_enc=scheme, **knobs, **dims))
     no_tokens = dict(bos_token_id=None, eos_token_id=None, use_cache=False, attn_implementation="sdpa")
     if name == "hf:gpt2":
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -294,13 +303,14 @@ def run(
     compile: bool = False,
     peers: bool = True,
     memory: bool = True,
+    options: bool = False,
 ) -> list[Result]:
     """Benchmark every model at one shape; Results in `model_names(peers)` order."""
     if compile:
         # Our models share GPT.forward: a fresh cache per shape keeps each scheme's graph static and
         # under dynamo's recompile limit (past it, dynamo silently runs the model eagerly).
         torch._dynamo.reset()
-    trainers = [Trainer(n, shape, device, dtype_name, compile) for n in model_names(peers)]
+    trainers = [Trainer(n, shape, device, dtype_name, compile) for n in model_names(peers, options)]
     batch = make_batch(shape, device)
     times = time_steps(trainers, batch, steps, warmup)
     tokens = shape.batch_size * shape.block_size
@@ -392,7 +402,9 @@ def main(argv: list[str] | None = None) -> None:
     names = ["baby", "small"] if cfg.shape == "all" else [cfg.shape]
     for name in names:
         shape = SHAPES[device][name]
-        results = run(shape, device, dtype, cfg.steps, cfg.warmup, cfg.compile, cfg.peers, cfg.memory)
+        results = run(
+            shape, device, dtype, cfg.steps, cfg.warmup, cfg.compile, cfg.peers, cfg.memory, cfg.options
+        )
         print(f"{name}: {shape}, {shape.batch_size * shape.block_size:,} tokens/step")
         print(format_table(results))
         print(format_checks(results) + "\n", flush=True)

@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from configurator import Config, check_ints, check_number
 from data.batches import EVAL_SEED, get_batch, load_dataset, random_positions, windows_at
 from data.sources import TaskSource, load_source
-from data.tasks import eval_pairs, eval_problems
+from data.tasks import encode_batch, eval_pairs, eval_problems
+from diagnostics import attention_stats
 from model import GPT
 from rope import rope_inv_freq
 from runtime import Precision, to_device
@@ -52,6 +53,7 @@ METHODS = ("linear", "ntk", "dynamic", "yarn", "longrope")
 MAX_MULTIPLE = 8.0  # the longest evaluation length, in block sizes
 EVAL_TOKENS = 16384  # tokens per evaluation forward pass
 FT_SEED = 7919  # batch stream of the fine-tune, apart from the training one
+DIAG_WINDOWS = 4  # sequences per length of the attention diagnostics
 TASK_SEED, TASK_BATCH = 4242, 512  # the tasks' test sets; problems decoded in one batch
 
 
@@ -93,6 +95,7 @@ class EvalConfig(Config):
         """What a stored evaluation depends on; a change re-evaluates the run."""
         keys = ("eval_windows", "finetune_iters", "finetune_lr", "task_problems")
         fixed = {"lengths": self.lengths(block_size), "stride": self.stride or block_size}
+        fixed["diag_windows"] = DIAG_WINDOWS  # evaluations from before the diagnostics are redone
         return fixed | {k: getattr(self, k) for k in keys} | {"rope_methods": ",".join(self.rope_methods)}
 
 
@@ -208,6 +211,22 @@ def eval_variant(model: GPT, region: np.ndarray, ev: EvalConfig, scaling_at=None
     return out
 
 
+def diagnose(model: GPT, region: np.ndarray, lengths: list[int], precision: Precision) -> dict:
+    """diagnostics.attention_stats at each length T the model can run ({str(T): stats}), on the first
+    DIAG_WINDOWS non-overlapping windows of T tokens of the scored text (randomized positions drawn as in
+    eval_windows)."""
+    device, M, out = next(model.parameters()).device, model.config.random_positions, {}
+    for T in lengths:
+        if (model.transformer.wpe.max_len or T) < T:
+            continue
+        n = min(DIAG_WINDOWS, (len(region) - 1) // T)
+        x = torch.from_numpy(region[: n * T].astype(np.int64)).view(n, T)
+        pos = None if M is None else random_positions(np.random.default_rng((EVAL_SEED, 0)), n, T, M)
+        batch = [tuple(None if t is None else t.to(device) for t in (x, pos, None))]
+        out[str(T)] = attention_stats(model, batch, model.config.block_size, precision)
+    return out
+
+
 def finetune(model: GPT, data: np.ndarray, tcfg: TrainConfig, ev: EvalConfig, precision: Precision) -> GPT:
     """Train on at 2L with training.py's step (the run's precision and grad_clip), constant lr, half the
     batch (the tokens per step of training); Chen et al. 2023 fine-tune 1000 steps, this is the same idea
@@ -290,6 +309,7 @@ def evaluate_task(run: tuple, ev: EvalConfig, device="cpu") -> dict:
         right = task_accuracy(model, source, n, problems, precision)
         exact[str(n)], token[str(n)] = float(right.all(1).mean()), float(right.mean())
     out = {"accuracy": {"exact": exact, "token": token}, "n_train": n_train, "n_eval": n_eval}
+    out["diagnostics"] = {str(n): diagnose_task(model, source, n, precision) for n in (n_train, n_eval)}
     if source.task.operands == 2:
         out["operands"] = operand_grid(
             model, source, operand_sizes(n_train, n_eval), ev.task_problems, precision
@@ -299,6 +319,20 @@ def evaluate_task(run: tuple, ev: EvalConfig, device="cpu") -> dict:
         "eval_s": time.perf_counter() - t0,
         "eval_problems": ev.task_problems,
     }
+
+
+def diagnose_task(model: GPT, source: TaskSource, n: int, precision: Precision) -> dict:
+    """diagnostics.attention_stats on DIAG_WINDOWS * 8 test problems of size n, whole (prompt and answer,
+    teacher-forced), with the ids the model decodes them with; L = the longest training sequence."""
+    problems = eval_problems(source.task, n, DIAG_WINDOWS * 8, TASK_SEED)
+    x, _ = encode_batch(source.task, problems, sum(source.task.lengths(n)) - 1)
+    pos, abacus = source.ids([n] * len(problems), x.size(1), rng=None)
+    M = model.config.random_positions
+    if pos is None and M is not None:
+        pos = random_positions(np.random.default_rng((TASK_SEED, n)), *x.shape, M)
+    device = next(model.parameters()).device
+    batch = tuple(None if t is None else t.to(device) for t in (x, pos, abacus))
+    return attention_stats(model, [batch], source.train_len, precision)
 
 
 def operand_sizes(n_train: int, n_eval: int) -> list[int]:
@@ -347,6 +381,7 @@ def evaluate_run(run: tuple, ev: EvalConfig, device="cpu", data_dir=None) -> dic
     L = mcfg.block_size
     results = {"": eval_variant(model, region, ev, precision=precision)}
     tune_loss = eval_windows(model, tune, L, L, precision)[0]
+    why = diagnose(model, region, ev.lengths(L), precision)
     extends = type(model.transformer.wpe).extends_context  # the scheme says whether rope.py's methods apply
     if extends and mcfg.rope_scaling is None and mcfg.random_positions is None:
         for m in ev.rope_methods:
@@ -361,6 +396,7 @@ def evaluate_run(run: tuple, ev: EvalConfig, device="cpu", data_dir=None) -> dic
     return {
         "eval": results,
         "tune_loss": tune_loss,
+        "diagnostics": why,
         "params": _params(model),
         "eval_s": elapsed,
         "eval_tokens": len(region) - 1,

@@ -27,9 +27,11 @@ from rundir import CKPT, read_record
 from training import TrainConfig
 
 LOCATION_KEYS = ("out_dir", "data_dir", "device", "log", "tensorboard_dir", "verbose")  # where, not what
-SCHEMES = ("learned", "sinusoidal", "rope", "alibi", "none", "t5", "kerple", "fire", "cope", "xpos")
+# every registered scheme (a test checks), the classic ones first
+SCHEMES = ("learned", "sinusoidal", "rope", "alibi", "none", "t5", "kerple", "fire", "cope", "xpos", "fox")
+SCHEMES += ("stickbreaking", "pope")
 # min_lr keeps its ratio to learning_rate
-ENTRY_TRAIN_KEYS = ("learning_rate", "pos_lr_mult", "task_positions", "task_hints")
+ENTRY_TRAIN_KEYS = ("learning_rate", "pos_lr_mult", "task_positions", "task_hints", "drope_iter")
 TUNE_SEEDS = 1000  # tuning runs use seeds seed + 1000 + k: never the seeds (or batches) a report is made of
 
 
@@ -160,14 +162,10 @@ def entry_configs(model: ModelConfig, train: TrainConfig, entry: str) -> tuple[M
     """The base configs with the entry's scheme, knobs and train keys; base knobs of other schemes are
     dropped, and a learning rate the entry sets keeps the base's min_lr / learning_rate ratio."""
     name, knobs, train_keys = parse_entry(entry)
-    used = POS_ENCODINGS[name].knobs
-    unused = {k: None for cls in POS_ENCODINGS.values() for k in cls.knobs if k not in used}
     if "learning_rate" in train_keys:
         train_keys["min_lr"] = train_keys["learning_rate"] * train.min_lr / train.learning_rate
     try:
-        return dataclasses.replace(model, pos_enc=name, **unused, **knobs), dataclasses.replace(
-            train, **train_keys
-        )
+        return model.with_scheme(name, **knobs), dataclasses.replace(train, **train_keys)
     except ValueError as e:
         raise ValueError(f"scheme entry {entry!r}: {e}") from None
 

@@ -48,6 +48,10 @@ def _check_exportable(cfg: ModelConfig) -> str:
         "rope_fraction": cfg.rope_fraction,
         "rope_nope_interval": cfg.rope_nope_interval,
         "rope_nope_layers": cfg.rope_nope_layers,
+        "abacus": cfg.abacus,
+        "window": cfg.window,  # HF's sliding windows see window - 1 keys back (Mistral's off by one)
+        "ssmax": cfg.ssmax,
+        "attn_sink": cfg.attn_sink,  # gpt-oss has sinks, but its blocks are mixtures of experts
     }
     if cfg.block == "gpt2":
         unsupported["n_kv_head"] = cfg.n_kv_head if cfg.kv_heads != cfg.n_head else None

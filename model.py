@@ -13,6 +13,7 @@ forward pass. Position parameters (`learned`'s table `transformer.wpe.weight`, G
 Hugging Face GPT-2 weights map one to one; the learned biases) all live under `transformer.wpe`.
 """
 
+import dataclasses
 import math
 import typing
 from dataclasses import asdict, dataclass
@@ -22,8 +23,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import attention_bias  # noqa: F401  (registers the attention-bias schemes in POS_ENCODINGS)
+import attention_mods  # noqa: F401  (registers fox, stickbreaking, pope)
 from attention import CausalSelfAttention
 from configurator import Config, check_ints
+from flex import KERNELS
 from positional import POS_ENCODINGS, Positions
 
 # Options that combine with any scheme (where it supports them): a compare.py entry may set them as it sets
@@ -80,7 +83,7 @@ class ModelConfig(Config):
     tie_embeddings: bool = True  # lm_head shares wte's weight (GPT-2); false: separate (Llama, the book)
     init: str = "gpt2"  # gpt2: N(0, 0.02), residual projections / sqrt(2 n_layer); torch: PyTorch's defaults
     # --- positional encoding
-    pos_enc: str = "rope"  # the scheme: learned, sinusoidal, rope, xpos, alibi, t5, kerple, fire, cope, none
+    pos_enc: str = "rope"  # the scheme: learned, rope, alibi, none, fox, ... (docs/SCHEMES.md)
     rope_base: float | None = None  # None -> 10000.0
     rope_dim: int | None = None  # rotary features per head; None -> head size (full rotary)
     rope_interleaved: bool | None = None  # None -> False: pairs (i, i + d/2), GPT-NeoX / HF Llama
@@ -101,6 +104,7 @@ class ModelConfig(Config):
     ssmax: bool = False  # scalable softmax: q.k times s_h log(keys seen), s learned (Nakanishi 2025)
     window: int | None = None  # sliding-window layers see only their last `window` keys (the query's own too)
     window_pattern: str | None = None  # per-layer S (window) or L (all keys), repeated: SSSL; None -> all S
+    attention: str = "sdpa"  # the kernel: sdpa, flex (FlexAttention: no backward on CPU) or auto (flex.py)
 
     EXAMPLES: typing.ClassVar[dict[str, str]] = {
         "rope_scaling": '--rope_scaling=\'{"rope_type": "yarn", "factor": 4, '
@@ -157,11 +161,19 @@ class ModelConfig(Config):
                 f"window_pattern lists S (sliding window) or L (every key) per layer, repeated, like "
                 f"SSSL, and needs --window; got {pattern!r}"
             )
+        if self.attention not in KERNELS:
+            raise ValueError(f"attention must be one of {list(KERNELS)}, got {self.attention!r}")
         if self.attn_sink and scheme.normalise != "softmax":
             raise ValueError(
                 f"attn_sink joins a softmax; pos_enc={self.pos_enc!r} has none ({scheme.normalise})"
             )
         scheme.validate(self)
+
+    def with_scheme(self, pos_enc: str, **knobs) -> "ModelConfig":
+        """This config under another scheme: the knobs of every other scheme cleared, `knobs` set."""
+        kept = POS_ENCODINGS[pos_enc].knobs if pos_enc in POS_ENCODINGS else ()
+        unused = {k: None for cls in POS_ENCODINGS.values() for k in cls.knobs if k not in kept}
+        return dataclasses.replace(self, pos_enc=pos_enc, **unused, **knobs)
 
     def windowed(self, layer: int) -> int | None:
         """The window of `layer` (window_pattern's letter for it, cycled), None for all keys."""
@@ -344,6 +356,16 @@ class GPT(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def switch_scheme(self, config: ModelConfig) -> None:
+        """Continue under `config`, this model's config with another scheme, neither holding parameters
+        (DroPE: every weight stays, the positional encoding goes)."""
+        free = POS_ENCODINGS[config.pos_enc].parameter_free and self.transformer.wpe.parameter_free
+        if config != self.config.with_scheme(config.pos_enc) or not free:
+            raise ValueError(f"a {self.config.pos_enc} model cannot switch to {config}")
+        device = self.lm_head.weight.device
+        self.transformer.wpe = POS_ENCODINGS[config.pos_enc](config).to(device)
+        self.config = config
 
     def position_parameters(self) -> dict[str, nn.Parameter]:
         """The parameters position or attention schemes add to the GPT: the scheme's (transformer.wpe), an

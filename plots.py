@@ -236,3 +236,39 @@ def write_budget_plot(agg: dict, out: Path, L: int) -> list[str]:
         ax.minorticks_off()
     axes[1].legend(fontsize=7)
     return [_save(fig, out / "budget.png")]
+
+
+def write_why_plots(why: dict, out: Path, L: int, unit: str = "T") -> list[str]:
+    """why.png: each diagnostic against length per entry (mean ± std over seeds, a line at L); why_layers.png:
+    the mean distance per layer at the shortest and longest length."""
+    plt = _pyplot()
+    if plt is None:
+        return []
+    labels = list(why["by_length"])
+    colors, _ = _plot_colors(labels, [])
+    keys = (("entropy_norm", "entropy / log(keys seen)"), ("first", "mass on token 0"))
+    keys += (("distance", "mean distance (tokens)"), ("beyond_L", "mass beyond L"))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    for (key, title), ax in zip(keys, axes, strict=True):
+        for lab in labels:
+            pts = [(int(T), st[key][0], st[key][1]) for T, st in why["by_length"][lab].items() if st[key]]
+            if pts:
+                x, y, e = np.array(pts).T
+                ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, color=colors[lab], label=lab)
+        ax.axvline(L, color="gray", lw=0.8)
+        ax.set(xlabel=f"{unit} (gray: L)", title=title)
+    axes[0].legend(fontsize=6)
+    names = [_save(fig, out / "why.png")]
+    ends = list(dict.fromkeys((why["lengths"][0], why["lengths"][-1])))
+    fig, axes = plt.subplots(1, len(ends), figsize=(5 * len(ends), 3.6), squeeze=False)
+    for T, ax in zip(ends, axes[0], strict=True):
+        for lab in labels:
+            layers = why["layers"].get(lab, {}).get(T)
+            if layers and all(layers):
+                y, e = np.array([st[0] for st in layers]), np.array([st[1] for st in layers])
+                ax.errorbar(
+                    np.arange(len(y)), y, yerr=e, marker="o", ms=3, capsize=2, color=colors[lab], label=lab
+                )
+        ax.set(xlabel="layer", ylabel="mean distance (tokens)", title=f"{unit} = {T}")
+    axes[0, 0].legend(fontsize=6)
+    return [*names, _save(fig, out / "why_layers.png")]

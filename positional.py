@@ -107,7 +107,7 @@ class PositionalEncoding(nn.Module):
     takes (module docstring); `extends_context` whether evaluate.py applies rope.py's context-extension
     methods to it (its `rope_scaling` knob); `normalise` how attention turns scores into weights (softmax,
     or stickbreaking); `parameter_free` that it holds no parameters, so that DroPE can drop it and keep
-    every weight.
+    every weight; `adds_bias` that its layer_bias returns a bias.
     """
 
     knobs: tuple[str, ...] = ()
@@ -115,6 +115,7 @@ class PositionalEncoding(nn.Module):
     extends_context = False
     normalise = "softmax"
     parameter_free = True
+    adds_bias = False  # whether layer_bias returns one (what rules out SDPA's flash kernel)
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -147,6 +148,12 @@ class PositionalEncoding(nn.Module):
         included) and `ctx`. None: no bias, which lets attention use its fastest kernels. Default: the
         shared bias as it is."""
         return shared
+
+    def score_mod(self, shared, q: torch.Tensor, k: torch.Tensor, ctx: LayerContext):
+        """The layer's bias as a function (b, h, i, j) -> bias_ij of scalar index tensors, for FlexAttention
+        (flex.py), or None to have it read from layer_bias's tensor. Called instead of layer_bias, never
+        with it."""
+        return None
 
 
 def _rows(table: torch.Tensor, pos: Positions) -> torch.Tensor:

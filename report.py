@@ -16,6 +16,7 @@ import numpy as np
 
 from files import write_json, write_text
 from plots import write_budget_plot, write_lr_plot, write_operand_plot, write_plots, write_task_plot
+from report_why import why_section
 from stats import format_difference, paired_difference, summary
 
 TRAIN_KEYS = (
@@ -267,6 +268,7 @@ def write_report(
     tables = _extrapolation_tables(agg, L, settings["stride"] or L)
     _write_csvs(agg["per_position"], out)
     plots = write_plots(records, agg, out, L)
+    why_md, agg["why"] = why_section(_by_label(records)[0], L, out)
     resolved = [
         (lab, T)
         for kind in ("nonoverlap",)
@@ -303,6 +305,7 @@ def write_report(
         *_budget_section(agg, L, out),
         "## Length extrapolation (held-out val loss)\n",
         *tables,
+        *why_md,
         "## Plots\n",
         "\n\n".join(f"![{p}]({p})" for p in plots) if plots else NO_PLOTS,
         "",
@@ -435,6 +438,7 @@ def write_task_report(records: list[dict], settings: dict, out: Path, command: s
             rows.append([n + marks, *(_cell(st, st is not None and st[0] == best) for st in cells.values())])
         by_n[kind] = _table(["n", *labels], rows)
     plots = write_task_plot(agg, out) + write_operand_plot(agg, out)
+    why_md, agg["why"] = why_section(_by_label(records)[0], n_train, out, unit="n")
     header = [
         "entry",
         "final val loss",
@@ -467,6 +471,7 @@ def write_task_report(records: list[dict], settings: dict, out: Path, command: s
         "## Per-token accuracy by problem size n\n",
         by_n["token"],
         *_operand_tables(agg),
+        *why_md,
         "## Plots\n",
         "\n\n".join(f"![{p}]({p})" for p in plots) or NO_PLOTS,
         "",

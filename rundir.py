@@ -23,7 +23,7 @@ from data.tokenizers import checkpoint_meta
 from files import folder_lock, remove_stale_temps, write_atomic, write_json
 from model import GPT, ModelConfig
 from runtime import auto_device
-from training import TrainConfig
+from training import TrainConfig, model_at
 
 CKPT, CONFIG, ENV, METRICS, SUMMARY = "ckpt.pt", "config.json", "env.json", "metrics.jsonl", "summary.json"
 RECORD = "compare.json"
@@ -214,7 +214,8 @@ def resume_checkpoint(run_dir, model_cfg: ModelConfig, train_cfg: TrainConfig, m
             "use a new out_dir for a different run"
         )
     saved = ckpt["model_config"]
-    diff = {k: (v, saved.get(k)) for k, v in model_cfg.to_dict().items() if saved.get(k) != v}
+    in_effect = model_at(model_cfg, train_cfg, ckpt["iter_num"])  # DroPE's checkpoints are NoPE models
+    diff = {k: (v, saved.get(k)) for k, v in in_effect.to_dict().items() if saved.get(k) != v}
     if diff:
         raise ValueError(
             f"resume: the model config differs from the checkpoint's, {{key: (given, saved)}} = {diff}; "

@@ -51,7 +51,8 @@ class Run:
         self.out = self._own_run_dir(stack)
         ckpt = rundir.resume_checkpoint(self.out, model_cfg, cfg, self.meta) if cfg.resume else None
         self.start = ckpt["iter_num"] if ckpt else 0
-        self._build(model_cfg, init, ckpt)
+        self.model_cfg = model_cfg  # as given; the model trains under model_at(model_cfg, cfg, it)
+        self._build(training.model_at(model_cfg, cfg, self.start), init, ckpt)
         self._fixed_eval_batches()
         self._accounting(ckpt)
         self._open_logs(stack, ckpt)
@@ -130,9 +131,13 @@ class Run:
                 torch.cuda.set_rng_state(ckpt["rng"][rank]["cuda"], self.device)
         elif ckpt or rank:  # distinct dropout streams per rank (resuming on another world size is not exact)
             torch.manual_seed(cfg.seed + rank + self.start)
-        self.model = self.eval_model = cfg.compiled(self.raw_model)
+        self._wrap()
+
+    def _wrap(self) -> None:
+        """The compiled model, and under DDP the wrapped one that trains."""
+        self.model = self.eval_model = self.cfg.compiled(self.raw_model)
         if self.procs.ddp:  # eval_model stays unwrapped: evals are not synchronised passes; buffers are fixed
-            ids = [self.device] if kind == "cuda" else None
+            ids = [self.device] if self.precision.device_type == "cuda" else None
             self.model = DDP(self.model, device_ids=ids, broadcast_buffers=False)
 
     def _fixed_eval_batches(self) -> None:
@@ -161,7 +166,7 @@ class Run:
         self.metrics = None
         if not self.master:
             return
-        cfg, model_cfg = self.cfg, self.raw_model.config
+        cfg, model_cfg = self.cfg, self.model_cfg
         keep = self.start if ckpt else None
         board = rundir.tensorboard(cfg, self.out, purge_step=keep or 0) if cfg.log == "tensorboard" else None
         rundir.write_configs(self.out, model_cfg, cfg, env_info(self.device, self.procs.world))
@@ -179,6 +184,15 @@ class Run:
         )
 
     # --- the loop's steps --------------------------------------------------------------------------------
+
+    def switch(self, it: int) -> None:
+        """At drope_iter, drop the positional encoding (training.model_at); before the eval of that
+        iteration, which so measures the model without it before any recalibration."""
+        target = training.model_at(self.model_cfg, self.cfg, it)
+        if target != self.raw_model.config:
+            self.raw_model.switch_scheme(target)
+            self._wrap()
+            self.log(f"iter {it}: pos_enc {self.model_cfg.pos_enc} dropped (DroPE)", iter=it, event="drope")
 
     def log(self, message: str | None, **row) -> None:
         """A row of metrics.jsonl and, if `message`, a console line (master only)."""
@@ -317,6 +331,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, progress: bool = Tr
         stack.enter_context(bar)
         it, stopping = run.start, False
         while True:
+            run.switch(it)
             at_eval = it % cfg.eval_interval == 0 or it == cfg.max_iters
             if at_eval:
                 run.evaluate(it)

@@ -10,8 +10,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import check_ints, check_number
 from data.tasks import get_task
+from model import ModelConfig
+from positional import POS_ENCODINGS
 from runtime import Precision, RuntimeConfig
 
+DROPPED = "none"  # what DroPE leaves
 MAX_SEED = 2**63 - 1  # seeds stay valid for torch.manual_seed after compare.py and DDP add small offsets
 MAX_TASK_N = 1000  # the largest problem size of a task (addition at 1000 digits: 3,004 tokens)
 
@@ -51,6 +54,7 @@ class TrainConfig(RuntimeConfig):
     lr_decay_iters: int = 2000  # cosine reaches min_lr here (nanoGPT: ~max_iters)
     weight_decay: float = 0.1  # on matrices and embeddings only
     pos_lr_mult: float = 1.0  # learning rate of position parameters (t5's table, ...) / the others'
+    drope_iter: int | None = None  # DroPE: from this iteration on, no positional encoding (model_at)
     beta1: float = 0.9  # AdamW's
     beta2: float = 0.99  # nanoGPT's small-model value (GPT-2 size: 0.95)
     grad_clip: float = 1.0  # max global grad norm; 0 disables
@@ -82,6 +86,8 @@ class TrainConfig(RuntimeConfig):
             raise ValueError(
                 f"warmup_iters={self.warmup_iters} must be <= lr_decay_iters={self.lr_decay_iters}"
             )
+        if self.drope_iter is not None:
+            check_ints(self, ("drope_iter",), 1, max(1, self.max_iters - 1))
         if self.resume and self.overwrite:
             raise ValueError("resume=true continues the run in out_dir, overwrite=true replaces it: pick one")
         choices = {
@@ -175,6 +181,22 @@ def set_lr(optimizer, lr: float) -> None:
     """The learning rate of every group: `lr` times the group's multiplier."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_mult", 1.0)
+
+
+def model_at(model_cfg: ModelConfig, cfg: TrainConfig, it: int) -> ModelConfig:
+    """The model config in effect from iteration `it` on. With `drope_iter`, DroPE (Gelberg et al. 2025):
+    the run trains with its scheme until then, and from then on with none, every weight kept, at the same
+    block_size (the paper's recalibration at the original length, max_iters - drope_iter steps); its
+    checkpoints from then on are NoPE models. Only a scheme without parameters can be dropped."""
+    if cfg.drope_iter is None:
+        return model_cfg
+    if not POS_ENCODINGS[model_cfg.pos_enc].parameter_free or model_cfg.pos_enc == DROPPED:
+        free = sorted(n for n, c in POS_ENCODINGS.items() if c.parameter_free and n != DROPPED)
+        raise ValueError(
+            f"drope_iter drops a positional encoding that holds no parameters (so that every weight stays): "
+            f"pos_enc in {free}, not {model_cfg.pos_enc!r}"
+        )
+    return model_cfg if it < cfg.drope_iter else model_cfg.with_scheme(DROPPED)
 
 
 def get_lr(it: int, cfg: TrainConfig) -> float:

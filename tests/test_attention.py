@@ -1,11 +1,13 @@
 """attention.py: attention through SDPA == the explicit weights, for every combination of bias, window, sink
 and SSMax gain; sinks against gpt-oss's formula (and its transformers code, when installed); SSMax and
-stick-breaking against their papers' formulas written out here; windows as a property."""
+stick-breaking against their papers' formulas written out here; windows as a property; in a model, sinks,
+SSMax and windows on any scheme keep causality and the KV cache, and their parameters are counted."""
 
 import math
 
 import pytest
 import torch
+from helpers import model_for, tiny
 
 from attention import Spec, attend, ssmax_gain, stick_breaking, visible_keys, weights
 
@@ -121,3 +123,52 @@ def test_stick_breaking_is_the_papers_product_and_nearer_keys_claim_first():
     w = stick_breaking(((q @ k.transpose(-2, -1)) / math.sqrt(8)).masked_fill(~causal(6, 6), float("-inf")))
     expected = w @ v + (1 - w.sum(-1, keepdim=True)) * v  # the rest of the stick: the query's own value
     torch.testing.assert_close(attend(q, k, v, spec), expected, rtol=1e-5, atol=1e-6)
+
+
+OPTIONS = [
+    dict(attn_sink=True),
+    dict(ssmax=True),
+    dict(window=3),
+    dict(window=3, window_pattern="SL"),
+    dict(window=4, window_pattern="SSSL", attn_sink=True, ssmax=True),
+]
+
+
+@pytest.mark.parametrize("pos_enc", ["rope", "alibi", "none", "fox"])
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_options_keep_causality_the_kv_cache_and_lengths_past_block_size(pos_enc, options):
+    """Sinks, SSMax and windows on any scheme: a change at token t moves no logit before t; greedy decoding
+    through the cache (windows included: the cache keeps every key, the mask hides the old ones) == a full
+    forward per step, from an offset past block_size too."""
+    model = model_for(pos_enc, **options)
+    idx = torch.randint(0, 65, (2, 40), generator=G)  # block_size is 16
+    logits = model(idx, idx)[0]
+    changed = idx.clone()
+    changed[:, 20] = (changed[:, 20] + 1) % 65
+    torch.testing.assert_close(model(changed, changed)[0][:, :20], logits[:, :20])
+    out, ref = model.generate(idx[:, :18], 6, temperature=0), idx[:, :18]
+    for _ in range(6):
+        ref = torch.cat((ref, model(ref)[0][:, -1].argmax(-1, keepdim=True)), dim=1)
+    assert torch.equal(out, ref)
+
+
+def test_option_parameters_are_position_parameters_and_the_options_are_validated():
+    model = model_for("rope", attn_sink=True, ssmax=True)
+    names = sorted(model.position_parameters())
+    assert names == [f"transformer.h.{i}.attn.{p}" for i in (0, 1) for p in ("sink", "ssmax")]
+    assert model.num_params(non_embedding=False) - model.num_params() == 128 * 32 + 2 * 2 * 4
+    with torch.no_grad():  # SSMax's s starts at 1 / ln(block_size): the plain logits at block_size keys
+        torch.testing.assert_close(model.transformer.h[0].attn.ssmax, torch.full((4,), 1 / math.log(16)))
+    for kw, match in [
+        (dict(window_pattern="SL"), "needs --window"),
+        (dict(window=4, window_pattern="SXL"), "S .sliding window. or L"),
+        (dict(window=0), "window must be an integer in"),
+        (dict(pos_enc="stickbreaking", attn_sink=True), "attn_sink joins a softmax"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            tiny(**kw)
+    assert [tiny(window=4, window_pattern="SSL").windowed(layer) for layer in range(2)] == [4, 4]
+    assert [tiny(n_layer=4, window=4, window_pattern="SL").windowed(layer) for layer in range(4)] == [
+        4,
+        None,
+    ] * 2

@@ -27,14 +27,14 @@ def bias_of(pe, q_len, k_len, q=None, k=None, layer=0):
     return pe.layer_bias(pe.attn_bias(pos, "cpu"), q, k, ctx)
 
 
-def assert_causal_equal(got, expected, q_len, k_len):
+def assert_causal_equal(got, expected, q_len, k_len, atol=1e-6):
     """got (1 or B, nh, q, k) equals `expected` at every key a query sees (attention masks the others) and is
     finite there."""
     future = distances(q_len, k_len) < 0
     got = got.expand_as(expected) if got.dim() == expected.dim() else got
     assert torch.isfinite(got[..., ~future]).all()
     torch.testing.assert_close(
-        got.masked_fill(future, 0), expected.masked_fill(future, 0), rtol=1e-5, atol=1e-6
+        got.masked_fill(future, 0), expected.masked_fill(future, 0), rtol=1e-5, atol=atol
     )
 
 
@@ -157,7 +157,9 @@ def test_cope_equals_x_transformers(q_len, k_len):
         ref.pos_emb.data.copy_(pe.pos_emb[layer])
         with torch.no_grad():
             got = bias_of(pe, q_len, k_len, q, k, layer)
-            assert_causal_equal(got, ref(q, logits), q_len, k_len)
+            # ours counts a row's gates as its total minus a forward cumsum (no flips), the reference
+            # sums backwards: the same positions up to fp32 cancellation, ~1e-6 per unit of count
+            assert_causal_equal(got, ref(q, logits), q_len, k_len, atol=1e-5)
 
 
 def test_cope_starts_as_nope_and_counts_gates():

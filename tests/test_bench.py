@@ -30,6 +30,7 @@ def test_main_cli_without_peers(capsys):
     bench.main(["--device=cpu", "--shape=baby", "--steps=2", "--warmup=0", "--peers=false", "--memory=false"])
     out = capsys.readouterr().out
     assert "torch " + torch.__version__ in out and "| ours:rope |" in out and "hf:" not in out
+    assert "| ours:rope:attn_sink=true |" in out and "x vs ours:rope |" in out  # options against rope
 
 
 def test_flops_per_token_and_peer_sizes():

@@ -14,7 +14,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ENTRY_POINTS = {"train", "sample", "compare", "bench", "export", "scripts.bench_rope", "scripts.plot_rope"}
+ENTRY_POINTS = {
+    "train",
+    "sample",
+    "compare",
+    "bench",
+    "export",
+    "scripts.bench_rope",
+    "scripts.plot_rope",
+    "scripts.attention_maps",
+    "scripts.gpu_check",
+}
 ENTRY_IMPORTS = {("compare", "train"): {"train"}}  # (importer, entry point): the names it may take
 MAX_LINES = 500
 

@@ -1,6 +1,7 @@
 """model.py: the GPT with every scheme (shapes, causality, KV cache, generation, HF GPT-2 parity),
 ModelConfig validation, the optimizer and FLOPs."""
 
+import dataclasses
 import io
 import math
 
@@ -98,19 +99,21 @@ def test_state_dict_round_trip(pos_enc):
 
 
 def manual_attention(q, k, v, bias=None):
-    """Textbook attention: softmax(q k^T / sqrt(hs) + bias, causal) v. q, k, v: (B, nh, T, hs)."""
+    """Textbook attention: softmax(q k^T / sqrt(hs) + bias, causal) v. q, k: (B, nh, T, E), v: (B, nh, T,
+    hs) (PoPE's E is 2 hs; the scale stays the head size's)."""
     T = q.size(-2)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, nh, T, T)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(v.size(-1))  # (B, nh, T, T)
     if bias is not None:
         scores = scores + bias
     scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
     return F.softmax(scores, dim=-1) @ v
 
 
-@pytest.mark.parametrize("pos_enc", SCHEMES)
+@pytest.mark.parametrize("pos_enc", [s for s in SCHEMES if POS_ENCODINGS[s].normalise == "softmax"])
 def test_attention_layer_equals_manual_attention(pos_enc):
     """The attention block through SDPA == textbook attention with the scheme's rotation and the layer's
-    bias (each bias is checked against its paper or a reference library in test_attention_bias.py)."""
+    bias (each bias is checked against its paper or a reference library in test_attention_bias.py and
+    test_attention_mods.py; stick-breaking, which has no softmax, there too)."""
     model = model_for(pos_enc)
     layer = 1
     attn, pe = model.transformer.h[layer].attn, model.transformer.wpe
@@ -171,7 +174,7 @@ def test_learned_matches_hugging_face_gpt2():
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
-        (dict(pos_enc="bogus"), r"pos_enc='bogus' is not one of \['alibi', 'cope', 'fire', 'kerple', "),
+        (dict(pos_enc="bogus"), r"pos_enc='bogus' is not one of \['alibi', 'cope', 'fire', 'fox', "),
         (dict(n_embd=30), "n_embd=30 must be divisible by n_head=4"),
         (dict(n_embd=36, n_head=4), "even head size"),
         (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
@@ -381,3 +384,20 @@ def test_llama_block_sizes_and_options():
         tiny(mlp_hidden=64)
     with pytest.raises(ValueError, match=r"block must be one of \['gpt2', 'llama'\]"):
         tiny(block="mistral")
+
+
+def test_a_switched_scheme_is_the_same_weights_under_none():
+    """DroPE's switch: a rope model (knobs and all) switched to none == a none model with its weights; a
+    scheme with parameters cannot be switched, nor can the config change anything but the scheme."""
+    rope = model_for("rope", rope_base=500.0, qk_norm=True)
+    none = GPT(rope.config.with_scheme("none"))
+    none.load_state_dict(rope.state_dict())
+    rope.switch_scheme(rope.config.with_scheme("none"))
+    idx = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(8))
+    torch.testing.assert_close(rope(idx, idx), none(idx, idx), rtol=0, atol=0)
+    assert rope.config == none.config and rope.config.rope_base is None and rope.config.qk_norm
+    for model, target in ((model_for("learned"), "none"), (model_for("rope"), "alibi")):
+        with pytest.raises(ValueError, match="cannot switch"):
+            model.switch_scheme(dataclasses.replace(model.config.with_scheme(target), n_layer=3))
+    with pytest.raises(ValueError, match="cannot switch"):
+        model_for("learned").switch_scheme(model_for("learned").config.with_scheme("none"))

@@ -33,6 +33,17 @@ def test_the_operand_map_is_written(tmp_path):
     assert plots.write_operand_plot(task_aggregate() | {"operands": {}}, tmp_path) == []
 
 
+def test_the_why_plots_are_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    st = {k: [0.5, 0.1, 2] for k in ("entropy", "entropy_norm", "distance", "first", "beyond_L")}
+    why = {
+        "lengths": ["64", "512"],
+        "by_length": {"rope": {"64": st, "512": st}, "fox": {"64": st, "512": st}},
+        "layers": {"rope": {"64": [[1.0, 0.1, 2]] * 4, "512": [[9.0, 1.0, 2]] * 4}},
+    }
+    assert plots.write_why_plots(why, tmp_path, 64) == ["why.png", "why_layers.png"]
+
+
 def test_without_matplotlib_there_are_no_plots(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
     assert plots.write_task_plot(task_aggregate(), tmp_path) == [] and not list(tmp_path.iterdir())

@@ -26,6 +26,9 @@ POSITION_PARAMS = {
     "kerple": 2 * 2 * 4,  # r1, r2 per layer and head
     "fire": (32 + 32) + (4 * 32 + 4) + 2,  # MLP 1 -> 32 -> heads, c, threshold
     "cope": 2 * 16 * 8,  # per layer: block_size positions x head size
+    "fox": 2 * (32 * 4 + 4),  # per layer: the forget gates' Linear(C, nh) with bias
+    "pope": 4 * 8,  # the keys' phase bias: kv heads x head size, shared by the layers
+    "stickbreaking": 0,
 }
 
 

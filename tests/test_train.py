@@ -119,11 +119,17 @@ def test_checkpoint_rebuilds_the_model_and_eval_is_on_fixed_batches(tmp_path, co
 
 @pytest.mark.parametrize(
     "model",
-    [{}, {"pos_enc": "learned", "random_positions": 40}, {"dataset": "task:reverse", "task_n_train": 4}],
+    [
+        {},
+        {"pos_enc": "learned", "random_positions": 40},
+        {"dataset": "task:reverse", "task_n_train": 4},
+        {"drope_iter": 2},  # dropped before the stop: the checkpoint resumed is a NoPE model
+        {"drope_iter": 6},  # dropped after the resume
+    ],
 )
 def test_resume_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, corpus, monkeypatch, model):
     """Dropout on, so the saved RNG state matters; batch order (randomized positions, a task's problems)
-    come from (data_seed, iter)."""
+    come from (data_seed, iter); DroPE's switch of scheme on either side of the stop."""
     extra = dict(dropout=0.1, max_iters=8, lr_decay_iters=8, **model)
     full = run(tmp_path / "a", corpus, **extra)
     step = T.Run.step
@@ -446,3 +452,16 @@ def test_tensorboard_hides_the_replayed_steps_of_a_resume(tmp_path, corpus, monk
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == list(range(6))  # each step once
+
+
+def test_drope_drops_the_scheme_at_its_iteration_and_keeps_every_weight(tmp_path, corpus):
+    """From drope_iter on the run is a NoPE model: its checkpoint says so and loads as one; the eval at that
+    iteration already measures it without positions; config.json keeps the run as given."""
+    run(tmp_path, corpus, max_iters=6, lr_decay_iters=6, eval_interval=2, drope_iter=4)
+    _, model_cfg, train_cfg, _ = rundir.load_run(tmp_path / "run")
+    assert model_cfg.pos_enc == "none" and train_cfg.drope_iter == 4
+    assert json.loads((tmp_path / "run/config.json").read_text())["model"]["pos_enc"] == "rope"
+    events = [r for r in rows(tmp_path / "run") if r.get("event") == "drope"]
+    assert [r["iter"] for r in events] == [4]
+    with pytest.raises(ValueError, match=r"holds no parameters .* not 'learned'"):
+        run(tmp_path / "b", corpus, pos_enc="learned", drope_iter=2, max_iters=4)

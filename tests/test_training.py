@@ -9,7 +9,7 @@ from helpers import model_for
 import training
 from model import GPT, ModelConfig
 from runtime import Precision
-from training import TrainConfig, configure_optimizers, get_lr, set_lr
+from training import TrainConfig, configure_optimizers, get_lr, model_at, set_lr
 
 
 @pytest.mark.parametrize(
@@ -120,3 +120,15 @@ def test_fused_cpu_adamw_matches_the_reference_loop():
             opt.zero_grad(set_to_none=True)
     for p, q in params.items():
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+
+
+def test_model_at_drops_a_parameter_free_scheme_at_drope_iter():
+    cfg, rope = TrainConfig(max_iters=100, drope_iter=40), ModelConfig(pos_enc="rope", rope_base=500.0)
+    assert model_at(rope, cfg, 39) == rope and model_at(rope, TrainConfig(), 99) == rope
+    assert model_at(rope, cfg, 40) == rope.with_scheme("none") == model_at(rope, cfg, 99)
+    for scheme in ("learned", "t5", "none"):
+        with pytest.raises(ValueError, match=f"not '{scheme}'"):
+            model_at(ModelConfig(pos_enc=scheme), cfg, 0)
+    for bad, match in ((0, r"in \[1, 99\]"), (100, r"in \[1, 99\]"), (2.5, "not a valid int")):
+        with pytest.raises(ValueError, match=f"drope_iter.*{match}"):
+            TrainConfig(max_iters=100, drope_iter=bad)
