@@ -158,11 +158,14 @@ def _extrapolation_tables(agg: dict, L: int, stride: int) -> list[str]:
             tables.append(f"### {title}: {how}\n\n" + _table(["eval length T", *names], rows))
         diffs, ref = agg["differences"][kind], agg["reference"]
         others = [lab for lab in labels if lab in next(iter(diffs.values()))]
+        known = [T for T in diffs if any(diffs[T][lab] is not None for lab in others)]
         rows = [
-            [f"{T} ({int(T) / L:g}L)", *(format_difference(diffs[T][lab]) for lab in others)] for T in diffs
+            [f"{T} ({int(T) / L:g}L)", *(format_difference(diffs[T][lab]) for lab in others)] for T in known
         ]
+        missing = len(diffs) - len(known)
+        note = f" ({missing} lengths left out: {ref} has no loss there)" if missing else ""
         tables.append(
-            f"### Minus {ref}, {how}: paired difference [95% CI]\n\n"
+            f"### Minus {ref}, {how}: paired difference [95% CI]{note}\n\n"
             + _table(["eval length T", *others], rows)
         )
     return tables
@@ -204,12 +207,20 @@ def _tuning_section(tuning: dict, out: Path) -> list[str]:
                 *(_cell(st, lr == f"{t['chosen']:g}") for st, lr in zip(cells, lrs, strict=True)),
             ]
         )
+    edge = [
+        e for e, t in tuning.items() if len(t["tune_loss"]) > 2 and f"{t['chosen']:g}" in (lrs[0], lrs[-1])
+    ]
+    warn = (
+        f" At the edge of the rates tried, so a better rate may lie outside them: {', '.join(edge)}."
+        if edge
+        else ""
+    )
     plots = write_lr_plot(tuning, out)
     return [
         "## Learning rate, chosen per entry\n",
         "Each entry trained at every rate on seeds of its own (not the report's), scored by its loss at L "
         "on the tuning half of the validation split (never the held-out half the tables use); lowest mean "
-        "in bold.\n",
+        f"in bold.{warn}\n",
         _table(["entry", "chosen", *(f"lr {lr}" for lr in lrs)], rows),
         *(f"![{p}]({p})\n" for p in plots),
     ]

@@ -5,6 +5,7 @@ import os
 import pydoc_data.topics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -111,3 +112,17 @@ def group_is_empty(pgid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+def read_until(proc: subprocess.Popen, done, timeout: float = 120.0) -> str:
+    """Read proc's stdout lines until done(line) and return that line; a watchdog kills proc after timeout, so
+    a child that never prints the line fails the test instead of hanging it."""
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    try:
+        for line in proc.stdout:
+            if done(line):
+                return line
+    finally:
+        watchdog.cancel()
+    pytest.fail(f"the child ended (or was killed after {timeout:g} s) before printing the line waited for")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO
+from helpers import REPO, read_until
 
 from files import folder_lock, replace_folder, write_atomic, write_json, write_text
 
@@ -56,7 +56,7 @@ def test_a_folder_has_one_owner_and_a_killed_owner_leaves_no_stale_lock(tmp_path
         [sys.executable, "-c", HOLD, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True
     )
     try:
-        assert holder.stdout.readline() == "held\n"
+        read_until(holder, lambda line: line == "held\n", timeout=60)
         refused = pytest.raises(ValueError, match=rf"is in use by pid {holder.pid} on .* since .*; the hint")
         with refused, folder_lock(tmp_path, "the hint"):
             pass

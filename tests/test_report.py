@@ -81,6 +81,29 @@ def test_write_report_files_and_numbers(tmp_path, capsys):
     assert "report.md" in capsys.readouterr().out
 
 
+def test_lengths_where_the_reference_has_no_loss_are_left_out_with_a_note(tmp_path):
+    pytest.importorskip("matplotlib")
+    records = [record(lab, s, 1.0 + 0.01 * s, tmp_path) for lab in ("learned", "rope") for s in (0, 1)]
+    for r in records[:2]:  # learned has no rows past block_size
+        r["eval"][""]["nonoverlap"]["16"] = r["eval"][""]["sliding"]["16"] = None
+    report.write_report(records, {"stride": None}, tmp_path / "out", "python compare.py", 1.0)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "Minus learned, non-overlapping windows: paired difference [95% CI] (1 lengths left out" in text
+    assert "| 16 (2L) | n/a |\n" not in text  # a difference row of n/a alone
+
+
+def test_a_rate_chosen_at_the_edge_of_the_rates_tried_is_flagged(tmp_path):
+    pytest.importorskip("matplotlib")
+    losses = {"0.001": [2.0], "0.002": [1.9], "0.004": [1.8]}
+    tuning = {
+        "t5": {"tune_loss": losses, "chosen": 0.004},
+        "rope": {"tune_loss": dict(losses), "chosen": 0.002},
+    }
+    tuning["rope"]["tune_loss"]["0.004"] = [2.1]
+    text = "\n".join(report._tuning_section(tuning, tmp_path))
+    assert "a better rate may lie outside them: t5." in text
+
+
 def test_budget_rankings_and_the_reference_of_each_budget(tmp_path):
     records = [
         record(f"{lab}@{b}", s, loss - 0.1 * b + 0.001 * s, tmp_path)

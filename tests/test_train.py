@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, gpt2_or_skip, tiny_corpus
+from helpers import REPO, gpt2_or_skip, read_until, tiny_corpus
 
 import rundir
 import sample
@@ -299,9 +299,7 @@ def cli(*args, cwd=REPO, **kw):
 def test_cli_errors_are_one_line_and_ctrl_c_exits_130(tmp_path, corpus):
     args = argv(tmp_path, corpus, max_iters=10_000, lr_decay_iters=10_000, eval_interval=10_000)
     proc = cli(*args)
-    for line in proc.stdout:  # training has started once iter 0 is evaluated
-        if line.startswith("iter 0: val loss"):
-            break
+    read_until(proc, lambda line: line.startswith("iter 0: val loss"))  # training has started
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted; continue with --resume=true" in err
@@ -317,9 +315,7 @@ def test_kill_9_during_checkpoint_writes_leaves_a_loadable_checkpoint(tmp_path, 
     args = argv(tmp_path, corpus, max_iters=10_000, lr_decay_iters=10_000, eval_interval=1, eval_iters=1)
     for attempt in range(3):
         proc = cli(*args, *(["--resume=true"] if attempt else []))
-        for line in proc.stdout:
-            if line.startswith("iter") and "val loss" in line and rng.random() < 0.3:
-                break
+        read_until(proc, lambda line: line.startswith("iter") and "val loss" in line and rng.random() < 0.3)
         time.sleep(rng.random() * 0.05)
         proc.kill()
         proc.communicate(timeout=60)
@@ -411,9 +407,7 @@ def test_a_refused_start_never_harms_a_live_run(tmp_path, corpus):
     each refused before touching the folder; the live run goes on and stops cleanly when asked."""
     args = argv(tmp_path, corpus, max_iters=10**6, lr_decay_iters=10**6, eval_interval=1, eval_iters=1)
     live = cli(*args)
-    for line in live.stdout:
-        if line.startswith("iter 2: val loss"):
-            break
+    read_until(live, lambda line: line.startswith("iter 2: val loss"))
     for _ in range(3):
         refused = cli(*args, "--resume=true", "--batch_size=999")
         _, err = refused.communicate(timeout=60)
