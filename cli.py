@@ -25,24 +25,30 @@ class Stopped(KeyboardInterrupt):
 
 
 def _own_docs(cls) -> dict[str, tuple[str, str]]:
-    """{field: (group, comment)} of the fields a class body declares, from its source."""
+    """{field: (group, comment)} of the fields a class body declares, from its source: the comments inside a
+    field's statement (ruff may wrap it), continued on comment-only lines right below it."""
     source = inspect.getsource(cls)
-    lines, own = source.splitlines(), inspect.get_annotations(cls)
+    own = inspect.get_annotations(cls)
     group = cls.__name__.removesuffix("Config").lower()
-    docs, current = {}, None
+    docs, stmt, last, last_row, first = {}, None, None, -1, True
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type != tokenize.COMMENT:
-            continue
-        line = lines[tok.start[0] - 1]
-        text = tok.string.lstrip("#").strip()
-        field = re.match(r"\s+(\w+)\s*:", line)
-        if section := re.fullmatch(r"---+\s*(.+)", text):
-            group, current = section.group(1).strip(), None
-        elif field and field.group(1) in own:
-            current = field.group(1)
-            docs[current] = (group, text)
-        elif line.strip().startswith("#") and current:  # a continuation of the field above
-            docs[current] = (docs[current][0], docs[current][1] + " " + text)
+        if tok.type in (tokenize.NEWLINE, tokenize.DEDENT):
+            stmt, first = None, True
+        elif tok.type == tokenize.NAME and first:
+            stmt, first = (tok.string if tok.string in own else None), False
+        elif tok.type == tokenize.COMMENT:
+            text = tok.string.lstrip("#").strip()
+            if section := re.fullmatch(r"---+\s*(.+)", text):
+                group, last = section.group(1).strip(), None
+            elif stmt:
+                docs[stmt], last = (group, (docs[stmt][1] + " " + text if stmt in docs else text)), stmt
+            elif last and tok.start[0] == last_row + 1 and tok.line.strip().startswith("#"):
+                docs[last] = (docs[last][0], docs[last][1] + " " + text)  # a continuation of the field above
+            else:
+                last = None
+            last_row = tok.start[0]
+        elif tok.type not in (tokenize.NL, tokenize.INDENT):
+            first = False
     group = cls.__name__.removesuffix("Config").lower()
     out = {}
     for name in own:  # fields without a comment join the group of the field before them
@@ -84,9 +90,9 @@ def help_text(doc: str, configs: tuple, sources: dict) -> str:
         for group, fields in by_group.items():
             lines.append(f"\n{group}:")
             for name, text in fields:
-                value = show(getattr(cfg, name))
+                value = show(getattr(cfg, name)) or "(none)"  # an empty list
                 where = f"  [{sources[name]}]" if name in sources else ""
-                lines.append(f"  {name:<26} {value:<16} {text}{where}".rstrip())
+                lines.append(f"  {name:<26} {value:<16}  {text}{where}".rstrip())
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ while a command works in it, and each run's while it trains.
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None, progress: bool = True) -> dict:
     """CLI entry (module docstring); returns what results.json holds (with several tasks: {task: results})."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if (not argv or argv[0].startswith("-")) and not any(a.startswith("--eval_only") for a in argv):
-        argv.insert(0, str(DEFAULT_PRESET))
+        argv.insert(0, os.path.relpath(DEFAULT_PRESET))  # config/ablation_quick.py, as a user would type it
     command = " ".join(["python compare.py", *argv])
     model_cfg, train_cfg, ev, cmp = parse_cli(
         argv, __doc__, ModelConfig, TrainConfig, EvalConfig, CompareConfig

@@ -64,7 +64,7 @@ class CompareConfig(Config):
     slurm_partition: str | None = None  # launcher=slurm: the partition
     slurm_time: int = 60  # minutes per run (SLURM's time limit)
     slurm_gpus_per_job: int = 1  # 0: CPU jobs
-    slurm_cpus_per_job: int = 4
+    slurm_cpus_per_job: int = 4  # CPU cores per SLURM job
     slurm_parallelism: int = 64  # runs of the job array at once
     slurm_wait: bool = False  # wait for the jobs and write the report; false: submit, re-run later to report
 

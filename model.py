@@ -39,20 +39,9 @@ POSITION_PREFIXES, POSITION_SUFFIXES = (
     (".attn.sink", ".attn.ssmax"),
 )
 # What people call the schemes, for the hint of a pos_enc that is not registered.
-SCHEME_NAMES = {
-    "nope": "none",
-    "rotary": "rope",
-    "rope": "rope",
-    "absolute": "learned",
-    "gpt2": "learned",
-    "wpe": "learned",
-    "sinusoid": "sinusoidal",
-    "sin": "sinusoidal",
-    "t5bias": "t5",
-    "relative": "t5",
-    "xpos": "xpos",
-    "alibi": "alibi",
-}
+SCHEME_NAMES = {"nope": "none", "rotary": "rope", "absolute": "learned", "gpt2": "learned", "wpe": "learned"}
+SCHEME_NAMES |= {"sinusoid": "sinusoidal", "sin": "sinusoidal", "t5bias": "t5", "relative": "t5"}
+SCHEME_NAMES |= {"forgetting": "fox", "polar": "pope", "stick": "stickbreaking"}
 
 
 @dataclass(frozen=True)
@@ -135,7 +124,8 @@ class ModelConfig(Config):
         if self.mlp_hidden is not None and self.block != "llama":
             raise ValueError(f"mlp_hidden is the SwiGLU width of block='llama', not of block={self.block!r}")
         if self.pos_enc not in POS_ENCODINGS:
-            meant = SCHEME_NAMES.get(self.pos_enc.lower().replace("-", ""))
+            name = self.pos_enc.lower().replace("-", "").replace("_", "")
+            meant = SCHEME_NAMES.get(name, name if name in POS_ENCODINGS else None)
             hint = f"; did you mean --pos_enc={meant}?" if meant else ""
             raise ValueError(f"pos_enc={self.pos_enc!r} is not one of {sorted(POS_ENCODINGS)}{hint}")
         scheme = POS_ENCODINGS[self.pos_enc]
@@ -156,10 +146,15 @@ class ModelConfig(Config):
         if self.window is not None:
             check_ints(self, ("window",), 1, MAX_SIZE)
         pattern = self.window_pattern
-        if pattern is not None and (self.window is None or not pattern or set(pattern) - set("SL")):
+        if pattern is not None and (not pattern or set(pattern) - set("SL")):
+            upper = set(pattern.upper()) <= set("SL")
+            hint = f"; did you mean --window_pattern={pattern.upper()}?" if upper else ""
             raise ValueError(
-                f"window_pattern lists S (sliding window) or L (every key) per layer, repeated, like "
-                f"SSSL, and needs --window; got {pattern!r}"
+                f"window_pattern lists S (window) or L (all keys) per layer, like SSSL; got {pattern!r}{hint}"
+            )
+        if pattern is not None and self.window is None:
+            raise ValueError(
+                f"window_pattern={pattern} needs a window: e.g. --window=16 --window_pattern={pattern}"
             )
         if self.attention not in KERNELS:
             raise ValueError(f"attention must be one of {list(KERNELS)}, got {self.attention!r}")

@@ -27,11 +27,11 @@ class SampleConfig(RuntimeConfig):
     # --- sample
     out_dir: str = "out/default"  # a train.py run directory holding ckpt.pt
     prompt: str | None = None  # start text; None: a newline, or for a task run one of its problems
-    max_new_tokens: int = 500
+    max_new_tokens: int = 500  # tokens generated per sample
     temperature: float = 0.8  # 0 = greedy
     top_k: int | None = 200  # None or 0: sample from the whole vocabulary
-    num_samples: int = 1
-    seed: int = 1337
+    num_samples: int = 1  # samples drawn, one after another
+    seed: int = 1337  # torch's seed for the draws
 
     def validate(self):
         super().validate()

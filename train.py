@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+import flex
 import interop
 import rundir
 import training
@@ -33,9 +34,22 @@ from data.batches import to_device
 from data.sources import load_source
 from data.tokenizers import get_tokenizer
 from evaluate import loss_sum
-from model import GPT, ModelConfig
+from model import GPT, POSITION_OPTIONS, ModelConfig
 from runtime import Processes, StopSignals, env_info, peak_bf16_flops
 from training import TrainConfig
+
+
+def scheme_line(model_cfg: ModelConfig, cfg: TrainConfig) -> str:
+    """The scheme and every position option set away from its default, as the start line shows them:
+    'rope + attn_sink=true, window=16, window_pattern=SSSL'; DroPE with its iteration."""
+    fields = ModelConfig.__dataclass_fields__
+    options = [
+        f"{k}={json.dumps(v) if isinstance(v, bool | list | tuple) else v}"  # true, [3], as typed
+        for k in POSITION_OPTIONS
+        if (v := getattr(model_cfg, k)) != fields[k].default
+    ]
+    options += [f"dropped at iter {cfg.drope_iter} (DroPE)"] if cfg.drope_iter else []
+    return " + ".join([model_cfg.pos_enc, ", ".join(options)] if options else [model_cfg.pos_enc])
 
 
 class Run:
@@ -45,6 +59,8 @@ class Run:
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, procs: Processes, stack):
         self.cfg, self.procs, self.master = cfg, procs, procs.master
         self.device, self.precision = self._check_processes()
+        # refused here, before a run dir exists: a hint to use another kernel must work when pasted
+        flex.check_training(model_cfg.attention, torch.device(self.device), model_cfg.dropout)
         stack.enter_context(procs.started(self.device))
         model_cfg = self._load_data(model_cfg)
         model_cfg, init = self._init_from(model_cfg)
@@ -177,8 +193,8 @@ class Run:
         data = f"{cfg.dataset} ({self.meta['tokenizer']}, vocab {self.meta['vocab_size']:,})"
         resuming = f", resuming at iter {self.start}" if ckpt else ""
         print(
-            f"{self.out}: {model_cfg.pos_enc}, {self.raw_model.num_params() / 1e6:.2f}M non-embedding "
-            f"parameters, {data}, {self.tokens_per_iter:,} tokens/iter, {cfg.max_iters} iters, "
+            f"{self.out}: {scheme_line(model_cfg, cfg)}, {self.raw_model.num_params() / 1e6:.2f}M "
+            f"non-embedding parameters, {data}, {self.tokens_per_iter:,} tokens/iter, {cfg.max_iters} iters, "
             f"{self.procs.world} process(es) on {self.device} {self.precision.name}{resuming}",
             flush=True,
         )

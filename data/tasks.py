@@ -175,7 +175,7 @@ TASKS = {cls.name: cls for cls in (Copy, Reverse, Sort, Addition, Recall, Passke
 
 def get_task(name: str, plain: bool = False, hints: bool = False) -> Task:
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; tasks: {sorted(TASKS)} (as dataset=task:NAME)")
+        raise ValueError(f"unknown task {name!r}; tasks: {sorted(TASKS)}, e.g. --dataset=task:copy")
     for option, value in (("task_plain", plain), ("task_hints", hints)):
         if value and name != "addition":
             raise ValueError(f"{option} is an option of task:addition only, not task:{name}")

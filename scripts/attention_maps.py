@@ -57,22 +57,32 @@ def maps(model, idx: torch.Tensor, positions=None, abacus=None) -> list[torch.Te
 
 
 def draw(weights: list[torch.Tensor], L: int, title: str, path: Path) -> Path:
-    """One grid: a row per layer, a column per head."""
+    """One grid: a row per layer, a column per head; query i down, key j across, ticks at 0, L and T - 1, a
+    shared colour bar (square-root scale, so the many small weights stay visible)."""
     n_layer, nh = len(weights), weights[0].size(0)
-    fig, axes = plt.subplots(n_layer, nh, figsize=(2.4 * nh, 2.4 * n_layer), squeeze=False)
+    fig, axes = plt.subplots(n_layer, nh, figsize=(2.4 * nh + 0.6, 2.4 * n_layer), squeeze=False)
+    T = weights[0].size(-1)
+    ticks = sorted({0, T - 1} | ({L - 1} if T > L else set()))
     for layer, w in enumerate(weights):
         for h in range(nh):
             ax = axes[layer, h]
-            ax.imshow(w[h], cmap="magma", norm=PowerNorm(0.5, vmin=0, vmax=1), interpolation="nearest")
-            if w.size(-1) > L:
+            image = ax.imshow(
+                w[h], cmap="magma", norm=PowerNorm(0.5, vmin=0, vmax=1), interpolation="nearest"
+            )
+            if T > L:
                 ax.axvline(L - 0.5, color="gray", lw=0.6)
                 ax.axhline(L - 0.5, color="gray", lw=0.6)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set_xticks(ticks)
+            ax.set_yticks(ticks)
+            ax.tick_params(labelsize=6, length=2)
             ax.set_title(f"layer {layer}, head {h}", fontsize=7)
+            if h == 0:
+                ax.set_ylabel("query i", fontsize=7)
+            if layer == n_layer - 1:
+                ax.set_xlabel("key j", fontsize=7)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -34,10 +34,10 @@ SIZES = [(12, 64, 4, 32), (8, 1024, 12, 64)]  # (B, T, n_head, head_dim): baby C
 class BenchRopeConfig(Config):
     """scripts.bench_rope's keys."""
 
-    device: str = "cpu"
+    device: str = "cpu"  # cpu, cuda, cuda:N or mps
     clock: str = "wall"  # wall or process (CPU time of this process)
     threads: int = 0  # torch CPU threads (0: torch's default)
-    rounds: int = 3
+    rounds: int = 3  # timing rounds per setting; the median is reported
 
     def validate(self):
         check_ints(self, ("threads",), 0, 4096)

@@ -160,8 +160,9 @@ def test_option_parameters_are_position_parameters_and_the_options_are_validated
     with torch.no_grad():  # SSMax's s starts at 1 / ln(block_size): the plain logits at block_size keys
         torch.testing.assert_close(model.transformer.h[0].attn.ssmax, torch.full((4,), 1 / math.log(16)))
     for kw, match in [
-        (dict(window_pattern="SL"), "needs --window"),
-        (dict(window=4, window_pattern="SXL"), "S .sliding window. or L"),
+        (dict(window_pattern="SL"), "needs a window: e.g. --window=16 --window_pattern=SL"),
+        (dict(window=4, window_pattern="sssl"), "did you mean --window_pattern=SSSL"),
+        (dict(window=4, window_pattern="SXL"), r"S \(window\) or L \(all keys\).*got .SXL.$"),
         (dict(window=0), "window must be an integer in"),
         (dict(pos_enc="stickbreaking", attn_sink=True), "attn_sink joins a softmax"),
     ]:

@@ -411,7 +411,7 @@ def test_every_grid_is_checked_before_any_run_trains(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             compare.main([*argv, "--devices=cuda:0", "--jobs=2"], progress=False)
-    assert not list(tmp_path.rglob("ckpt.pt"))
+    assert not list(tmp_path.rglob("ckpt.pt")) and not list(tmp_path.rglob("config.json"))  # no run dirs
 
 
 def test_a_tuned_grid_reports_each_entrys_rate_and_resumes_without_training(tmp_path, monkeypatch):

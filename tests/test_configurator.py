@@ -83,6 +83,13 @@ def test_bad_cli_values_raise(arg):
         parse(arg)
 
 
+def test_a_huge_integer_is_one_short_line_not_pythons_int_string_limit():
+    """A 5000-digit value (a key held down) is named shortened, never through Python's 4300-digit error."""
+    with pytest.raises(ValueError, match=r"count=.*is not a valid int") as err:
+        parse("--count=" + "7" * 5000)
+    assert "4300" not in str(err.value) and len(str(err.value)) < 300
+
+
 def test_unknown_key_names_the_closest_valid_key(tmp_path):
     with pytest.raises(ValueError, match=r"'cuont'.*command line.*did you mean --count\?"):
         parse("--cuont=3")

@@ -384,6 +384,16 @@ def test_init_from_gpt2_starts_from_its_weights(tmp_path, corpus):
 # --- one owner per run directory (issue 23) ---------------------------------------------------------------
 
 
+def test_flex_training_on_a_cpu_is_refused_before_a_run_dir_and_a_run_resumes_on_another_kernel(
+    tmp_path, corpus
+):
+    with pytest.raises(ValueError, match="attention=flex has no backward on CPU"):
+        run(tmp_path, corpus, attention="flex")
+    assert not (tmp_path / "run").exists()
+    run(tmp_path, corpus, max_iters=3)
+    assert run(tmp_path, corpus, resume=True, attention="auto")["iters"] == 6  # the kernel is not the model
+
+
 def test_two_starts_into_one_fresh_out_dir_one_is_refused_and_the_other_intact(tmp_path, corpus):
     """Two train.py (rope and alibi) started together into one folder: exactly one trains it, the other is
     refused with one line naming the holder (or, started late, the run), and the folder holds one run."""
@@ -459,3 +469,10 @@ def test_drope_drops_the_scheme_at_its_iteration_and_keeps_every_weight(tmp_path
     assert [r["iter"] for r in events] == [4]
     with pytest.raises(ValueError, match=r"holds no parameters .* not 'learned'"):
         run(tmp_path / "b", corpus, pos_enc="learned", drope_iter=2, max_iters=4)
+
+
+def test_the_start_line_names_the_scheme_and_every_option_set():
+    cfg = ModelConfig(attn_sink=True, window=1, window_pattern="SSSL")
+    line = T.scheme_line(cfg, TrainConfig(drope_iter=10))
+    assert line == "rope + attn_sink=true, window=1, window_pattern=SSSL, dropped at iter 10 (DroPE)"
+    assert T.scheme_line(ModelConfig(pos_enc="alibi"), TrainConfig()) == "alibi"
