@@ -80,16 +80,6 @@ class TextSource:
     def sample_prompt(self) -> str:
         return default_prompt(self.meta)
 
-    def size_of(self, prompt: str) -> int:
-        """The size n of a problem's prompt (ValueError, with an example, for a string that is none)."""
-        n = next((n for n in range(1, self.block_size + 1) if self.task.lengths(n)[0] >= len(prompt)), None)
-        if n is None or self.task.lengths(n)[0] != len(prompt):
-            raise ValueError(
-                f"{prompt!r} is not a task:{self.task.name} problem; a prompt is a problem such as "
-                f"--prompt={self.sample_prompt()!r}"
-            )
-        return n
-
     def sample(self, model, tok, prompt: str, max_new_tokens: int, temperature=0.8, top_k=200, num_samples=1):
         """`num_samples` continuations of `prompt` (model.generate_text)."""
         return generate_text(model, tok, prompt, max_new_tokens, temperature, top_k, num_samples)

@@ -18,6 +18,23 @@ from data.tokenizers import GPT2Tokenizer
 from model import GPT, ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
+# a train.py run of a few seconds: the model and schedule tests train
+TINY_RUN = dict(
+    block_size=16,
+    n_layer=2,
+    n_head=2,
+    n_embd=32,
+    pos_enc="rope",
+    device="cpu",
+    batch_size=4,
+    max_iters=6,
+    eval_interval=3,
+    eval_iters=2,
+    log_interval=1,
+    warmup_iters=2,
+    lr_decay_iters=6,
+    sample_tokens=0,
+)
 TEXT = "Ünïcode ok.\nSecond line — with a dash, and café.\n" * 7
 
 

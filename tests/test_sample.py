@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from helpers import REPO, tiny_corpus
+from helpers import REPO, TINY_RUN, tiny_corpus
 
 import sample as S
 import train as T
@@ -20,22 +20,8 @@ from training import TrainConfig
 def run_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sample")
     corpus = tiny_corpus(tmp)
-    settings = dict(
-        block_size=16,
-        n_layer=2,
-        n_head=2,
-        n_embd=32,
-        pos_enc="rope",
-        device="cpu",
-        batch_size=4,
-        max_iters=3,
-        eval_iters=1,
-        warmup_iters=1,
-        sample_tokens=0,
-        dataset=corpus,
-        data_dir=tmp / "data",
-        out_dir=tmp / "run",
-    )
+    settings = TINY_RUN | dict(max_iters=3, lr_decay_iters=3, eval_interval=3, eval_iters=1)
+    settings |= dict(dataset=corpus, data_dir=tmp / "data", out_dir=tmp / "run")
     argv = [f"--{k}={v}" for k, v in settings.items()]
     T.train(*parse_config(argv, ModelConfig, TrainConfig), progress=False)
     return tmp / "run"

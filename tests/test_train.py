@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, gpt2_or_skip, read_until, tiny_corpus
+from helpers import REPO, TINY_RUN, gpt2_or_skip, read_until, tiny_corpus
 
 import rundir
 import sample
@@ -26,22 +26,6 @@ from data.prepare import folder_of
 from model import ModelConfig
 from training import TrainConfig
 
-TINY_RUN = dict(
-    block_size=16,
-    n_layer=2,
-    n_head=2,
-    n_embd=32,
-    pos_enc="rope",
-    device="cpu",
-    batch_size=4,
-    max_iters=6,
-    eval_interval=3,
-    eval_iters=2,
-    log_interval=1,
-    warmup_iters=2,
-    lr_decay_iters=6,
-    sample_tokens=0,
-)
 TIMING_KEYS = ("elapsed_s", "ms_per_iter", "tokens_per_sec")
 
 
