@@ -234,7 +234,7 @@ def write_budget_plot(agg: dict, out: Path, L: int) -> list[str]:
         budgets = sorted({b for pts in points.values() for b, _ in pts})
         ax.set_xticks(budgets, [str(b) for b in budgets])
         ax.minorticks_off()
-    axes[1].legend(fontsize=7)
+    axes[0].legend(fontsize=7)  # every entry has a loss at L; past it learned has none
     return [_save(fig, out / "budget.png")]
 
 
