@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from configurator import Config, check_ints, check_number
+from data import batches
 from data.batches import EVAL_SEED, get_batch, load_dataset, random_positions, windows_at
 from data.sources import TaskSource, load_source
 from data.tasks import encode_batch, eval_pairs, eval_problems
@@ -222,7 +223,7 @@ def diagnose(model: GPT, region: np.ndarray, lengths: list[int], precision: Prec
         n = min(DIAG_WINDOWS, (len(region) - 1) // T)
         x = torch.from_numpy(region[: n * T].astype(np.int64)).view(n, T)
         pos = None if M is None else random_positions(np.random.default_rng((EVAL_SEED, 0)), n, T, M)
-        batch = [tuple(None if t is None else t.to(device) for t in (x, pos, None))]
+        batch = [batches.to_device((x, pos, None), str(device))]
         out[str(T)] = attention_stats(model, batch, model.config.block_size, precision)
     return out
 
@@ -288,7 +289,7 @@ def task_accuracy(
         pos, abacus = source.ids([n] * len(chunk), P + A, rng=None)
         if pos is None and M is not None:  # the same positions on every call
             pos = random_positions(np.random.default_rng((TASK_SEED, P, i)), len(chunk), P + A, M)
-        pos, abacus = (None if t is None else t.to(device) for t in (pos, abacus))
+        pos, abacus = batches.to_device((pos, abacus), str(device))
         with precision.autocast():
             out = model.eval().generate(prompts, A, temperature=0, positions=pos, abacus=abacus)[:, P:].cpu()
         right.append((out == answers).numpy())
@@ -331,7 +332,7 @@ def diagnose_task(model: GPT, source: TaskSource, n: int, precision: Precision) 
     if pos is None and M is not None:
         pos = random_positions(np.random.default_rng((TASK_SEED, n)), *x.shape, M)
     device = next(model.parameters()).device
-    batch = tuple(None if t is None else t.to(device) for t in (x, pos, abacus))
+    batch = batches.to_device((x, pos, abacus), str(device))
     return attention_stats(model, [batch], source.train_len, precision)
 
 

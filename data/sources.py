@@ -178,7 +178,7 @@ class TaskSource:
         P, A = self.task.lengths(n)
         device = next(model.parameters()).device
         idx = torch.tensor([tok.encode(prompt)] * num_samples, device=device)
-        ids = [None if t is None else t.to(device) for t in self.ids([n] * num_samples, P + A, rng=None)]
+        ids = batches.to_device(self.ids([n] * num_samples, P + A, rng=None), str(device))
         out = model.generate(idx, min(A, max_new_tokens), temperature, top_k, *ids)
         return [tok.decode(row.tolist()) for row in out]
 

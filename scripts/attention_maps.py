@@ -24,6 +24,7 @@ from matplotlib.colors import PowerNorm
 
 from cli import parse_cli, run_main
 from configurator import check_number
+from data.batches import to_device
 from data.sources import TaskSource, default_prompt, sampler
 from data.tokenizers import get_tokenizer
 from rundir import load_run
@@ -100,8 +101,7 @@ def attention_maps(cfg: MapsConfig) -> list[Path]:
         if isinstance(source, TaskSource):
             n = source.size_of(prompt)
             text = source.sample(model, tok, prompt, sum(source.task.lengths(n)), temperature=0)[0]
-            ids = source.ids([n], len(text), rng=None)
-            ids = [None if t is None else t.to(device) for t in ids]
+            ids = to_device(source.ids([n], len(text), rng=None), str(device))
             w = maps(model, torch.tensor([tok.encode(text)], device=device), *ids)
             return [draw(w, source.train_len, f"{name}: {text}", to / f"attention_T{len(text)}.png")]
         idx = torch.tensor([tok.encode(prompt)], device=device)
