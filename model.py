@@ -428,14 +428,17 @@ class GPT(nn.Module):
         abacus=None,
     ):
         """Append max_new_tokens sampled tokens to idx (B, T0); temperature 0 = greedy. Uses a KV cache;
-        with `learned` the context is cropped to block_size like nanoGPT (then every step recomputes).
+        with `learned` and no `positions` the context is cropped to its rows like nanoGPT (then every step
+        recomputes).
         `positions`, `abacus` (B, T0 + max_new_tokens): the ids of every token, given and generated (a task
         knows them in advance, data/tasks.py)."""
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature!r}")
         if top_k is not None and top_k <= 0:
             raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-        max_len = self.transformer.wpe.max_len
+        # Without ids a token's position is its place in idx, so the context is cropped to what the scheme
+        # encodes; given ids (a task's coupled ids can repeat), the sequence is not bounded by the table.
+        max_len = self.transformer.wpe.max_len if positions is None else None
         cache = None
         for step in range(max_new_tokens):
             end = idx.size(1)

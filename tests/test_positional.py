@@ -198,3 +198,20 @@ def test_kv_cache_decoding_with_ids_equals_recomputation(pos_enc):
         logits, _ = model(ref, **{k: v[:, : ref.size(1)] for k, v in kw.items()})
         ref = torch.cat((ref, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
     assert torch.equal(out, ref)
+
+
+@pytest.mark.parametrize("pos_enc", [n for n in TAKERS if POS_ENCODINGS[n].position_ids == "any"])
+def test_decoding_with_ids_is_not_cropped_to_the_id_range(pos_enc):
+    """Coupled ids repeat, so a problem is longer than its id range M: decoding at given ids keeps the
+    whole context (a crop to M rows dropped the first operand's top digits past 2 M / 3 tokens)."""
+    model = model_for(pos_enc, random_positions=8)
+    with torch.no_grad():  # weights far from init, so that greedy tokens depend on the whole context
+        for p in model.parameters():
+            p.mul_(20)
+    idx = torch.randint(0, 65, (3, 16), generator=torch.Generator().manual_seed(7))
+    ids = torch.randint(1, 8, (3, 16), generator=torch.Generator().manual_seed(8))
+    out, ref = model.generate(idx[:, :5], 11, temperature=0, positions=ids), idx[:, :5]
+    for _ in range(11):
+        logits, _ = model(ref, positions=ids[:, : ref.size(1)])
+        ref = torch.cat((ref, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
+    assert torch.equal(out, ref)
