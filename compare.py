@@ -101,7 +101,7 @@ def plan_grids(model_cfg, train_cfg: TrainConfig, ev: EvalConfig, cmp: CompareCo
         if task:
             folder = Path(train_cfg.out_dir) / task
             keys = {"dataset": f"task:{task}", "out_dir": str(folder)}
-            for option in ("task_plain", "task_hints"):  # options of addition's numbers
+            for option in ("task_plain", "task_hints", "task_marks"):  # options of addition's numbers
                 keys[option] = getattr(train_cfg, option) and task == "addition"
             tcfg = dataclasses.replace(train_cfg, **(keys | (cmp.task_overrides or {}).get(task, {})))
             out = Path(cmp.report_dir) / task if cmp.report_dir else folder

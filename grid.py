@@ -31,7 +31,14 @@ LOCATION_KEYS = ("out_dir", "data_dir", "device", "log", "tensorboard_dir", "ver
 SCHEMES = ("learned", "sinusoidal", "rope", "alibi", "none", "t5", "kerple", "fire", "cope", "xpos", "fox")
 SCHEMES += ("stickbreaking", "pope")
 # min_lr keeps its ratio to learning_rate
-ENTRY_TRAIN_KEYS = ("learning_rate", "pos_lr_mult", "task_positions", "task_hints", "drope_iter")
+ENTRY_TRAIN_KEYS = (
+    "learning_rate",
+    "pos_lr_mult",
+    "task_positions",
+    "task_hints",
+    "task_marks",
+    "drope_iter",
+)
 TUNE_SEEDS = 1000  # tuning runs use seeds seed + 1000 + k: never the seeds (or batches) a report is made of
 
 

@@ -43,6 +43,8 @@ class TrainConfig(RuntimeConfig):
     # None -> 3 * task_n_train (at most the task's own limit)
     task_plain: bool = False  # task:addition writes the sum most significant digit first
     task_hints: bool = False  # task:addition with index hints (Zhou et al. 2024), data/tasks.py
+    task_marks: bool = False  # task:addition writes each operand after an end mark and a zero, aligned with
+    # the answer's end mark and carry-out digit under coupled ids: .0042+.0785=7280. (data/tasks.py)
     task_positions: str = "sequential"  # token t at t (or random_positions), or coupled (Cho et al. 2024)
     # --- optimisation
     batch_size: int = 12  # sequences per micro-step per process
@@ -118,20 +120,21 @@ class TrainConfig(RuntimeConfig):
     def task(self, name: str):
         """data.tasks' Task of `name` with this config's options (those of addition for addition only)."""
         addition = name == "addition"
-        return get_task(name, self.task_plain and addition, self.task_hints and addition)
+        options = (self.task_plain, self.task_hints, self.task_marks)
+        return get_task(name, *(option and addition for option in options))
 
     def task_sizes(self) -> tuple[int, int] | None:
         """(n_train, n_eval) of a task dataset, None for a corpus; ValueError for task_* values that do not
         fit (set for a corpus, sizes out of a task's range or past MAX_TASK_N)."""
         names = self.task_names()
-        options = (self.task_n_train, self.task_n_eval, self.task_plain, self.task_hints, self.task_positions)
+        options = (self.task_n_train, self.task_n_eval, self.task_plain, self.task_hints, self.task_marks)
         if not names:
-            if options != (None, None, False, False, "sequential"):
+            if options != (None, None, False, False, False) or self.task_positions != "sequential":
                 raise ValueError(f"task_* keys are for dataset=task:NAME, not dataset={self.dataset!r}")
             return None
         if len(set(names)) != len(names):
             raise ValueError(f"dataset={self.dataset!r} lists a task twice")
-        for option in ("task_plain", "task_hints"):
+        for option in ("task_plain", "task_hints", "task_marks"):
             if getattr(self, option) and "addition" not in names:
                 raise ValueError(f"{option} is an option of task:addition, not of dataset={self.dataset!r}")
         if self.task_positions not in ("sequential", "coupled"):

@@ -110,16 +110,21 @@ class TaskSource:
         self.block_size = sum(self.task.lengths(n_eval)) - 1
         if positions == "sequential":
             check_range(position_range, self.block_size)
-        elif position_range is not None and position_range < n_eval + 2:
+        elif position_range is not None and position_range < self.top_id(n_eval) + 2:
             raise ValueError(
-                f"random_positions={position_range} must be >= n_eval + 2 = {n_eval + 2}: coupled "
-                "ids of size n reach start + n + 1"
+                f"random_positions={position_range} must be >= {self.top_id(n_eval) + 2}: coupled ids of "
+                f"size n_eval={n_eval} reach start + {self.top_id(n_eval)} from start 1"
             )
-        if abacus is not None and abacus < n_eval + 2:
+        if abacus is not None and abacus < self.top_id(n_eval) + 1:
             raise ValueError(
                 f"abacus={abacus} rows cannot hold the ids of size n_eval={n_eval} (up to "
-                f"{n_eval + 1}): use --abacus={2 * n_eval + 2} or more"
+                f"{self.top_id(n_eval)}): use --abacus={2 * self.top_id(n_eval)} or more"
             )
+
+    def top_id(self, n: int) -> int:
+        """The largest id of a problem of size n from start (or offset) 0: 1 + its top significance (n, or
+        n + 1 with the task's end marks)."""
+        return 1 + max(self.task.significance(n)) if self.positions == "coupled" or self.abacus else 0
 
     def ids(self, sizes: list[int], length: int, rng: np.random.Generator | None) -> tuple:
         """(positions, abacus) of problems of these sizes as x holds them ((B, length), 0 past a sequence),
@@ -134,8 +139,12 @@ class TaskSource:
                 out.append(None)
                 continue
             rows = np.zeros((len(sizes), length), dtype=np.int64)
-            for row, n in enumerate(sizes):  # the largest id of size n is start + n + 1
-                first = start if rng is None or top is None else int(rng.integers(start, top - n))
+            for row, n in enumerate(sizes):  # the largest id of size n is start + top_id(n)
+                first = (
+                    start
+                    if rng is None or top is None
+                    else int(rng.integers(start, top - self.top_id(n) + 1))
+                )
                 seq = structured_ids(self.task, n, kind, first)[:length]
                 rows[row, : len(seq)] = seq
             out.append(torch.from_numpy(rows))
@@ -187,9 +196,8 @@ def default_prompt(meta: dict) -> str:
     """What a sample of a run starts from, by its checkpoint's meta: for a task, the prompt of one problem
     of the largest trained size; for text a newline when the corpus has one, else its first character."""
     if meta["dataset"].startswith("task:"):
-        task = get_task(
-            meta["dataset"].removeprefix("task:"), meta.get("plain", False), meta.get("hints", False)
-        )
+        options = (meta.get(k, False) for k in ("plain", "hints", "marks"))
+        task = get_task(meta["dataset"].removeprefix("task:"), *options)
         return task.problem(np.random.default_rng(0), meta["n_train"])[0]
     chars = meta.get("chars")
     return "\n" if chars is None or "\n" in chars else chars[0]

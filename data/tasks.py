@@ -13,6 +13,9 @@ ends with the end mark ".", so a model must also know where to stop:
               With `hints=True` (index hints, Zhou et al. 2024) every digit follows a hint letter naming
               its significance, in the answer too: c0b4a2+c7b8a5=a7b2c8d0. (hints h_r, h_r+1, ... from 52
               letters, r = 0 at evaluation and drawn per problem in training so later letters are trained).
+              With `marks=True` each operand is written after an end mark and one zero, .0042+.0785=7280.:
+              the mark and the zero have significances n + 1 and n, like the answer's end mark and carry-out
+              digit, so with coupled ids every answer token has operand tokens at its id (docs/TASKS.md).
     recall    n key-value pairs (distinct keys a-z, digit values), "?", a key, "=", its value   a3q7c1?q=7.
     passkey   n filler letters with "#" and a 5-digit passkey planted at a random depth, then "?=" and the
               passkey (Mohtashami & Jaggi 2023, at character level)   kzq#40213ubw?=40213.
@@ -50,8 +53,8 @@ class Task:
     max_n: int | None = None
     operands = 1  # 2: a problem has two numbers, whose digit counts `pair` sets
 
-    def __init__(self, plain: bool = False, hints: bool = False):
-        self.plain, self.hints = plain, hints
+    def __init__(self, plain: bool = False, hints: bool = False, marks: bool = False):
+        self.plain, self.hints, self.marks = plain, hints, marks
         self.chars = sorted(set(PAD + END + self.symbols + (HINTS if hints else "")))
         self.stoi = {c: i for i, c in enumerate(self.chars)}
 
@@ -129,6 +132,8 @@ class Addition(Task):
         n = len(a)
         total = str(int(a) + int(b)).zfill(n + 1)
         answer = total if self.plain else total[::-1]
+        if self.marks:
+            a, b = END + "0" + a, END + "0" + b
         if not self.hints:
             return f"{a}+{b}=", answer + END
         r = int(rng.integers(0, len(HINTS) - n)) if train else 0  # the hint of significance s: HINTS[r + s]
@@ -146,7 +151,9 @@ class Addition(Task):
         if self.hints:  # each digit after its hint
             operand = [x for s in operand for x in (OTHER, s)]
             answer = [x for s in answer for x in (OTHER, s)]
-        return [*operand, SEPARATOR, *operand, SEPARATOR, *answer, OTHER]
+        if self.marks:  # the end mark and the zero in front: significances n + 1 and n, as in the answer
+            operand = [n + 1, n, *operand]
+        return [*operand, SEPARATOR, *operand, SEPARATOR, *answer, n + 1 if self.marks else OTHER]
 
 
 class Recall(Task):
@@ -173,13 +180,18 @@ class Passkey(Task):
 TASKS = {cls.name: cls for cls in (Copy, Reverse, Sort, Addition, Recall, Passkey)}
 
 
-def get_task(name: str, plain: bool = False, hints: bool = False) -> Task:
+def get_task(name: str, plain: bool = False, hints: bool = False, marks: bool = False) -> Task:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; tasks: {sorted(TASKS)}, e.g. --dataset=task:copy")
-    for option, value in (("task_plain", plain), ("task_hints", hints)):
+    for option, value in (("task_plain", plain), ("task_hints", hints), ("task_marks", marks)):
         if value and name != "addition":
             raise ValueError(f"{option} is an option of task:addition only, not task:{name}")
-    return TASKS[name](plain, hints)
+    if marks and (plain or hints):
+        raise ValueError(
+            "task_marks is for a sum written least significant digit first without hints: drop "
+            "task_plain and task_hints"
+        )
+    return TASKS[name](plain, hints, marks)
 
 
 def structured_ids(task: Task, n: int, kind: str, start: int) -> np.ndarray:
@@ -197,8 +209,9 @@ def task_meta(task: Task, n_train: int, n_eval: int) -> dict:
     """What a checkpoint records of the task, like a prepared corpus's meta.json: the char tokenizer's state
     and a digest of the task's definition (what resume and evaluation check)."""
     definition = {"task": task.name, "plain": task.plain, "chars": task.chars, "n_train": n_train}
-    if task.hints:  # the definitions of tasks without hints keep the digest they had
-        definition["hints"] = True
+    for option in ("hints", "marks"):  # definitions without them keep the digest they had
+        if getattr(task, option):
+            definition[option] = True
     digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
     return {
         "dataset": f"task:{task.name}",
@@ -209,6 +222,7 @@ def task_meta(task: Task, n_train: int, n_eval: int) -> dict:
         "source_sha256": digest,
         "plain": task.plain,
         "hints": task.hints,
+        "marks": task.marks,
         "n_train": n_train,
         "n_eval": n_eval,
     }

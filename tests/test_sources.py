@@ -120,3 +120,20 @@ def test_structured_offsets_are_drawn_from_the_seed_and_stay_in_their_table(posi
     expected = structured_ids(source.task, 12, kind, start)
     fixed = next(t for t in source.ids([12], len(expected), rng=None) if t is not None)
     assert fixed[0].tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("marks", [False, True])
+def test_coupled_ids_fit_the_table_with_and_without_end_marks(marks):
+    """Coupled ids of size n reach start + 1 + the top significance (n, or n + 1 with task_marks) from
+    start 1 at evaluation: the table needs that many rows plus row 0; training draws starts that keep
+    every id inside it, up to its last row."""
+    cfg = TrainConfig(
+        dataset="task:addition", task_n_train=4, task_n_eval=12, task_positions="coupled", task_marks=marks
+    )
+    need = 12 + 3 + marks
+    with pytest.raises(ValueError, match=f"random_positions={need - 1} must be >= {need}"):
+        load_source(cfg, ModelConfig(pos_enc="learned", random_positions=need - 1))
+    source = load_source(cfg, ModelConfig(pos_enc="learned", random_positions=need))
+    assert next(t for t in source.ids([12], 60, rng=None) if t is not None).max() == need - 1
+    ids = source.batch((0, 1, 0), 256)[2]
+    assert ids.max() == need - 1 and ids.min() == 0

@@ -156,6 +156,28 @@ def test_index_hints_are_zhou_et_al():
     assert len({hinted.problem(np.random.default_rng(s), 2, train=True)[1][0] for s in range(200)}) > 40
 
 
+def test_end_marks_align_the_answers_edge_with_the_operands():
+    """task_marks writes .0865+.0230=5901.: the mark and the zero take significances n + 1 and n, so under
+    coupled ids the answer's carry-out digit and end mark share their ids with operand tokens; the sum is
+    unchanged, the digest changes only when marks are on, and the option is addition's, reversed, unhinted."""
+    marked = get_task("addition", marks=True)
+    assert marked.problem(np.random.default_rng(0), 3) == (".0865+.0230=", "5901.")
+    ids = structured_ids(marked, 3, "coupled", 1).tolist()
+    assert ids == [6, 5, 4, 3, 2, 1, 6, 5, 4, 3, 2, 1, 2, 3, 4, 5, 6]
+    assert ids[:2] == ids[6:8] == [ids[-1], ids[-2]]  # mark and zero: the answer's end and carry-out ids
+    assert structured_ids(marked, 3, "abacus", 0).tolist()[:6] == [5, 4, 3, 2, 1, 0]
+    assert (
+        task_meta(get_task("addition"), 3, 9)["source_sha256"]
+        == task_meta(get_task("addition"), 3, 9)["source_sha256"]
+        != task_meta(marked, 3, 9)["source_sha256"]
+    )
+    for kw, match in ((dict(plain=True), "drop task_plain"), (dict(hints=True), "drop task_plain")):
+        with pytest.raises(ValueError, match=match):
+            get_task("addition", marks=True, **kw)
+    with pytest.raises(ValueError, match="task_marks is an option of task:addition only"):
+        get_task("copy", marks=True)
+
+
 def test_operand_pairs_have_the_digits_asked_for():
     """eval_pairs: a has exactly na digits and b nb (no leading zero past one digit), both zero-padded to
     the longer; the answer is the sum's; a pure function of the seed."""
