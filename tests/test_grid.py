@@ -1,11 +1,14 @@
 """grid.py: entries and their knobs (model and train keys), typed task_overrides, the presets' grids, the runs
 of a grid and of its tuning phase, and the learning rate each entry gets."""
 
+import dataclasses
+
 import pytest
 from helpers import REPO
 
 import grid
 from configurator import parse_config
+from data.sources import load_source
 from evaluate import EvalConfig
 from model import ModelConfig
 from positional import POS_ENCODINGS
@@ -43,6 +46,19 @@ def test_presets_parse(preset):
         assert set(schemes) == set(POS_ENCODINGS) - {"xpos"} - later
     if preset == "ablation_2025.py":
         assert later <= set(schemes)
+
+
+@pytest.mark.parametrize("preset", ["addition.py", "tasks_cpu.py", "tasks_quick.py"])
+def test_task_presets_parse_and_every_entry_has_its_source(preset):
+    """Every entry of a task preset builds, with its own task options, a source its model can take."""
+    types_ = (ModelConfig, TrainConfig, EvalConfig, grid.CompareConfig)
+    model_cfg, train_cfg, _, cmp = parse_config([str(REPO / "config" / preset)], *types_)
+    for task in train_cfg.task_names():
+        tcfg = dataclasses.replace(train_cfg, dataset=f"task:{task}")
+        for entry in cmp.entries():
+            mcfg, entry_cfg = grid.entry_configs(model_cfg, tcfg, entry)
+            source = load_source(entry_cfg, mcfg)
+            assert source.n_train < source.n_eval and mcfg.pos_enc in POS_ENCODINGS
 
 
 def test_the_default_grid_is_every_registered_scheme():
