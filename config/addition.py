@@ -35,7 +35,9 @@ eval_iters = 10
 log_interval = 100
 sample_tokens = 0
 
-schemes = "rope:task_positions=coupled:task_marks=true:attn_sink=true:random_positions=34,rope,none,learned,alibi"
+schemes = (
+    "rope:task_positions=coupled:task_marks=true:attn_sink=true:random_positions=34,rope,none,learned,alibi"
+)
 n_seeds = 1
 task_problems = 200
 rope_methods = ""
