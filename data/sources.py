@@ -110,21 +110,21 @@ class TaskSource:
         self.block_size = sum(self.task.lengths(n_eval)) - 1
         if positions == "sequential":
             check_range(position_range, self.block_size)
-        elif position_range is not None and position_range < self.top_id(n_eval) + 2:
+        elif position_range is not None and position_range < (top := self.top_id(n_eval)) + 2:
             raise ValueError(
-                f"random_positions={position_range} must be >= {self.top_id(n_eval) + 2}: coupled ids of "
-                f"size n_eval={n_eval} reach start + {self.top_id(n_eval)} from start 1"
+                f"random_positions={position_range} must be >= {top + 2}: coupled ids of size "
+                f"n_eval={n_eval} reach start + {top} from start 1"
             )
-        if abacus is not None and abacus < self.top_id(n_eval) + 1:
+        if abacus is not None and abacus < (top := self.top_id(n_eval)) + 1:
             raise ValueError(
-                f"abacus={abacus} rows cannot hold the ids of size n_eval={n_eval} (up to "
-                f"{self.top_id(n_eval)}): use --abacus={2 * self.top_id(n_eval)} or more"
+                f"abacus={abacus} rows cannot hold the ids of size n_eval={n_eval} (up to {top}): use "
+                f"--abacus={2 * top} or more"
             )
 
     def top_id(self, n: int) -> int:
         """The largest id of a problem of size n from start (or offset) 0: 1 + its top significance (n, or
         n + 1 with the task's end marks)."""
-        return 1 + max(self.task.significance(n)) if self.positions == "coupled" or self.abacus else 0
+        return 1 + max(self.task.significance(n))
 
     def ids(self, sizes: list[int], length: int, rng: np.random.Generator | None) -> tuple:
         """(positions, abacus) of problems of these sizes as x holds them ((B, length), 0 past a sequence),
@@ -139,12 +139,9 @@ class TaskSource:
                 out.append(None)
                 continue
             rows = np.zeros((len(sizes), length), dtype=np.int64)
-            for row, n in enumerate(sizes):  # the largest id of size n is start + top_id(n)
-                first = (
-                    start
-                    if rng is None or top is None
-                    else int(rng.integers(start, top - self.top_id(n) + 1))
-                )
+            tops = {n: self.top_id(n) for n in set(sizes)}
+            for row, n in enumerate(sizes):  # the largest id of size n is start + tops[n]
+                first = start if rng is None or top is None else int(rng.integers(start, top - tops[n] + 1))
                 seq = structured_ids(self.task, n, kind, first)[:length]
                 rows[row, : len(seq)] = seq
             out.append(torch.from_numpy(rows))

@@ -186,18 +186,23 @@ def test_relative_schemes_ignore_a_constant_shift_of_the_ids(pos_enc):
     torch.testing.assert_close(model(idx, idx, ids + 7), model(idx, idx, ids), rtol=1e-4, atol=1e-5)
 
 
+def _assert_decoding_equals_recomputation(model, idx: torch.Tensor, **ids) -> None:
+    """Greedy decoding of idx[:, 5:] through the cache at the given ids == a full forward per step."""
+    steps = idx.size(1) - 5
+    out, ref = model.generate(idx[:, :5], steps, temperature=0, **ids), idx[:, :5]
+    for _ in range(steps):
+        logits, _ = model(ref, **{k: v[:, : ref.size(1)] for k, v in ids.items()})
+        ref = torch.cat((ref, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
+    assert torch.equal(out, ref)
+
+
 @pytest.mark.parametrize("pos_enc", [*TAKERS, "abacus"])
 def test_kv_cache_decoding_with_ids_equals_recomputation(pos_enc):
     """The cache keeps every key with its id: greedy decoding through it == a full forward per step."""
     abacus = pos_enc == "abacus"
     model = model_for("none", abacus=40) if abacus else model_for(pos_enc, random_positions=48)
     idx, ids = torch.randint(0, 65, (3, 16), generator=torch.Generator().manual_seed(5)), _ids(pos_enc, 6)
-    kw = {"abacus" if abacus else "positions": ids}
-    out, ref = model.generate(idx[:, :5], 11, temperature=0, **kw), idx[:, :5]
-    for _ in range(11):
-        logits, _ = model(ref, **{k: v[:, : ref.size(1)] for k, v in kw.items()})
-        ref = torch.cat((ref, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
-    assert torch.equal(out, ref)
+    _assert_decoding_equals_recomputation(model, idx, **{"abacus" if abacus else "positions": ids})
 
 
 @pytest.mark.parametrize("pos_enc", [n for n in TAKERS if POS_ENCODINGS[n].position_ids == "any"])
@@ -210,8 +215,4 @@ def test_decoding_with_ids_is_not_cropped_to_the_id_range(pos_enc):
             p.mul_(20)
     idx = torch.randint(0, 65, (3, 16), generator=torch.Generator().manual_seed(7))
     ids = torch.randint(1, 8, (3, 16), generator=torch.Generator().manual_seed(8))
-    out, ref = model.generate(idx[:, :5], 11, temperature=0, positions=ids), idx[:, :5]
-    for _ in range(11):
-        logits, _ = model(ref, positions=ids[:, : ref.size(1)])
-        ref = torch.cat((ref, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
-    assert torch.equal(out, ref)
+    _assert_decoding_equals_recomputation(model, idx, positions=ids)
