@@ -36,14 +36,14 @@ def choose(kernel: str, needs_mask: bool, device: torch.device) -> str:
     return "flex" if device.type == "cuda" and needs_mask else "sdpa"
 
 
-def check_training(kernel: str, device: torch.device, dropout: float) -> None:
+def check_training(kernel: str, device: torch.device, dropout: float, backward: bool = True) -> None:
     """Refuse a training run flex cannot serve, before it starts: no attention dropout anywhere, no backward
-    on CPU (torch 2.13)."""
+    on CPU (torch 2.13); `backward=False` (evaluation) is fine on CPU."""
     if kernel != "flex":
         return
     if dropout:
         raise ValueError("attention=flex has no attention dropout; use --attention=sdpa with dropout > 0")
-    if device.type == "cpu":
+    if backward and device.type == "cpu":
         raise ValueError(
             "attention=flex has no backward on CPU (torch 2.13): train with --attention=sdpa (or auto) on a "
             "CPU; flex serves evaluation there"
@@ -52,8 +52,7 @@ def check_training(kernel: str, device: torch.device, dropout: float) -> None:
 
 def _check(q: torch.Tensor, dropout: float) -> None:
     """At a call: dropout is refused always, the CPU only where a gradient would flow (evaluation is fine)."""
-    grad = q.requires_grad and torch.is_grad_enabled()
-    check_training("flex", q.device if grad else torch.device("meta"), dropout)
+    check_training("flex", q.device, dropout, backward=q.requires_grad and torch.is_grad_enabled())
 
 
 def flex_attend(q, k, v, spec: Spec, dropout: float = 0.0) -> torch.Tensor:

@@ -2,6 +2,7 @@
 how to get the plots): training curves, loss by evaluation length and by position, task accuracy by size.
 Inputs are report.py's aggregates (mean, std, n over seeds)."""
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -160,7 +161,8 @@ def write_operand_plot(agg: dict, out: Path) -> list[str]:
         sizes, n = grid["sizes"], sum(k <= agg["n_train"] for k in grid["sizes"])
         image = ax.imshow(grid["exact"], vmin=0, vmax=1, cmap="viridis", origin="lower")
         ax.add_patch(plt.Rectangle((-0.5, -0.5), n, n, fill=False, ec="white", lw=1.5))
-        ax.set(xticks=range(len(sizes)), yticks=range(len(sizes)), title=lab, xlabel="digits of b")
+        ax.set(xticks=range(len(sizes)), yticks=range(len(sizes)), xlabel="digits of b")
+        ax.set_title(textwrap.fill(lab, 34), fontsize=8)  # an entry's label with its options is long
         ax.set_xticklabels(sizes, fontsize=7)
         ax.set_yticklabels(sizes, fontsize=7)
         ax.set_ylabel("digits of a")
