@@ -1,6 +1,7 @@
 """compare.py: a tiny grid end to end (report, resume, eval_only with fine-tune), the evaluation at L
 against train.py's own eval, entries and their knobs, bad input, the presets."""
 
+import contextlib
 import importlib.util
 import json
 import shutil
@@ -24,17 +25,24 @@ from training import TrainConfig
 L = 16
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Torch on one thread inside: tiny matrices, so thread hand-offs would cost more than the maths."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     """2 schemes x 2 seeds x 4 iterations on a small generated text."""
     root = tmp_path_factory.mktemp("compare")
     argv = [*tiny_grid(root), "--rope_methods=linear,yarn"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: thread hand-offs would cost more than the maths
-    try:
+    with one_thread():
         yield root, argv, compare.main(argv, progress=False)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_grid_writes_report_json_and_plots(grid):
@@ -221,12 +229,8 @@ def test_task_grids_write_accuracy_reports(tmp_path):
         "--task_problems=20",
         "--block_size=1024",
     ]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         grids = compare.main(argv, progress=False)
-    finally:
-        torch.set_num_threads(threads)
     assert set(grids) == {"copy", "recall"}
     for task in grids:
         out = tmp_path / "tasks" / task
@@ -272,12 +276,8 @@ def test_the_addition_preset_adds_in_distribution_when_shrunk(tmp_path):
         "--task_problems=50",
         f"--out_dir={tmp_path}",
     ]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         results = compare.main(argv, progress=False)
-    finally:
-        torch.set_num_threads(threads)
     exact = results["accuracy"]["exact"][results["labels"][0]]
     assert exact["1"][0] == 1.0 and exact["2"][0] >= 0.8, exact
 
