@@ -16,6 +16,7 @@ from runtime import Precision, RuntimeConfig
 
 DROPPED = "none"  # what DroPE leaves
 MAX_SEED = 2**63 - 1  # seeds stay valid for torch.manual_seed after compare.py and DDP add small offsets
+ADDITION_KEYS = ("task_plain", "task_hints", "task_marks")  # data.tasks.get_task's options, in its order
 MAX_TASK_N = 1000  # the largest problem size of a task (addition at 1000 digits: 3,004 tokens)
 
 
@@ -120,21 +121,20 @@ class TrainConfig(RuntimeConfig):
     def task(self, name: str):
         """data.tasks' Task of `name` with this config's options (those of addition for addition only)."""
         addition = name == "addition"
-        options = (self.task_plain, self.task_hints, self.task_marks)
-        return get_task(name, *(option and addition for option in options))
+        return get_task(name, *(getattr(self, key) and addition for key in ADDITION_KEYS))
 
     def task_sizes(self) -> tuple[int, int] | None:
         """(n_train, n_eval) of a task dataset, None for a corpus; ValueError for task_* values that do not
         fit (set for a corpus, sizes out of a task's range or past MAX_TASK_N)."""
         names = self.task_names()
-        options = (self.task_n_train, self.task_n_eval, self.task_plain, self.task_hints, self.task_marks)
         if not names:
-            if options != (None, None, False, False, False) or self.task_positions != "sequential":
+            options = (self.task_n_train, self.task_n_eval, *(getattr(self, k) for k in ADDITION_KEYS))
+            if options != (None, None, *[False] * len(ADDITION_KEYS)) or self.task_positions != "sequential":
                 raise ValueError(f"task_* keys are for dataset=task:NAME, not dataset={self.dataset!r}")
             return None
         if len(set(names)) != len(names):
             raise ValueError(f"dataset={self.dataset!r} lists a task twice")
-        for option in ("task_plain", "task_hints", "task_marks"):
+        for option in ADDITION_KEYS:
             if getattr(self, option) and "addition" not in names:
                 raise ValueError(f"{option} is an option of task:addition, not of dataset={self.dataset!r}")
         if self.task_positions not in ("sequential", "coupled"):
