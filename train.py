@@ -276,7 +276,9 @@ class Run:
             )
             for m in range(gas)
         )
-        loss = training.accumulate_gradients(self.model, micro_batches, gas, self.precision, self.scaler)
+        loss = training.accumulate_gradients(
+            self.model, micro_batches, gas, self.precision, self.scaler, self.cfg.task_buckets
+        )
         # one small all-reduce: mean loss (logged, NaN check) and stop flag, so that all ranks agree
         stats = torch.stack([loss, torch.tensor(float(stop.requested), device=self.device)])
         if self.procs.ddp:

@@ -9,6 +9,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import check_ints, check_number
+from data import batches
 from data.tasks import get_task
 from model import ModelConfig
 from positional import POS_ENCODINGS
@@ -47,6 +48,8 @@ class TrainConfig(RuntimeConfig):
     task_marks: bool = False  # task:addition writes each operand after an end mark and a zero, aligned with
     # the answer's end mark and carry-out digit under coupled ids: .0042+.0785=7280. (data/tasks.py)
     task_positions: str = "sequential"  # token t at t (or random_positions), or coupled (Cho et al. 2024)
+    task_buckets: int = 1  # tasks: each batch's forward and backward in this many groups of rows of similar
+    # size, trimmed to their longest: the same gradient (to float rounding), less padding (data.batches)
     # --- optimisation
     batch_size: int = 12  # sequences per micro-step per process
     gradient_accumulation_steps: int = 1  # global: split over DDP processes, so tokens/iter stay fixed
@@ -128,8 +131,9 @@ class TrainConfig(RuntimeConfig):
         fit (set for a corpus, sizes out of a task's range or past MAX_TASK_N)."""
         names = self.task_names()
         if not names:
-            options = (self.task_n_train, self.task_n_eval, *(getattr(self, k) for k in ADDITION_KEYS))
-            if options != (None, None, *[False] * len(ADDITION_KEYS)) or self.task_positions != "sequential":
+            options = (self.task_n_train, self.task_n_eval, self.task_positions, self.task_buckets)
+            options += tuple(getattr(self, k) for k in ADDITION_KEYS)
+            if options != (None, None, "sequential", 1, *[False] * len(ADDITION_KEYS)):
                 raise ValueError(f"task_* keys are for dataset=task:NAME, not dataset={self.dataset!r}")
             return None
         if len(set(names)) != len(names):
@@ -139,6 +143,7 @@ class TrainConfig(RuntimeConfig):
                 raise ValueError(f"{option} is an option of task:addition, not of dataset={self.dataset!r}")
         if self.task_positions not in ("sequential", "coupled"):
             raise ValueError(f"task_positions must be 'sequential' or 'coupled', got {self.task_positions!r}")
+        check_ints(self, ("task_buckets",), 1, self.batch_size)
         if self.task_positions == "coupled" and self.task_hints:
             raise ValueError("task_positions=coupled and task_hints both align the digits: pick one")
         tasks = [self.task(name) for name in names]
@@ -212,18 +217,24 @@ def get_lr(it: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
 
 
-def accumulate_gradients(model, micro_batches, n_micro: int, precision: Precision, scaler) -> torch.Tensor:
-    """Forward and backward of `n_micro` micro-batches (x, y) or (x, y, positions), (B, T) each on the
-    model's device, their losses scaled by 1 / n_micro (and by the grad scaler); returns their mean loss
-    (fp32, detached). Under DDP the gradients are all-reduced on the last micro-step only."""
+def accumulate_gradients(
+    model, micro_batches, n_micro: int, precision: Precision, scaler, groups: int = 1
+) -> torch.Tensor:
+    """Forward and backward of `n_micro` micro-batches (x, y[, positions[, abacus]]), (B, T) each on the
+    model's device, each in `groups` groups of rows by length (batches.by_length), their losses scaled by
+    their shares and 1 / n_micro (and by the grad scaler); returns the micro-batches' mean loss (fp32,
+    detached). Under DDP the gradients are all-reduced on the last backward only."""
     loss_sum = None
     for micro, batch in enumerate(micro_batches):
-        if isinstance(model, DDP):
-            model.require_backward_grad_sync = micro == n_micro - 1
-        with precision.autocast():
-            _, loss = model(*batch)
-        loss_sum = loss.detach().float() if loss_sum is None else loss_sum + loss.detach().float()
-        scaler.scale(loss / n_micro).backward()
+        parts = batches.by_length(batch, groups)
+        for k, (part, share) in enumerate(parts):
+            if isinstance(model, DDP):
+                model.require_backward_grad_sync = micro == n_micro - 1 and k == len(parts) - 1
+            with precision.autocast():
+                _, loss = model(*part)
+            loss = loss * share
+            loss_sum = loss.detach().float() if loss_sum is None else loss_sum + loss.detach().float()
+            scaler.scale(loss / n_micro).backward()
     return loss_sum / n_micro
 
 

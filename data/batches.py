@@ -48,6 +48,23 @@ def trimmed(batch: tuple) -> tuple:
     return batch
 
 
+def by_length(batch: tuple, groups: int) -> list[tuple[tuple, torch.Tensor | float]]:
+    """A right-padded batch (x, y, *ids; None ids kept) as up to `groups` groups of rows of similar length,
+    each trimmed to its longest row, with its share of the batch's targets (y != -1). A row ends at its last
+    target, as a task's sequence does. The groups' mean losses weighted by their shares add up to the
+    batch's, and so do their gradients: the same step with fewer padded positions. groups=1: the batch."""
+    if groups == 1:
+        return [(batch, 1.0)]
+    targets = batch[1] != -1  # (B, T)
+    ends = torch.where(targets, torch.arange(1, targets.size(1) + 1, device=targets.device), 0).amax(1)
+    out, total = [], targets.sum()
+    for rows in torch.argsort(ends, stable=True).chunk(groups):
+        if (length := int(ends[rows].max())) > 0:  # rows without targets add nothing
+            part = tuple(None if t is None else t[rows, :length] for t in batch)
+            out.append((part, targets[rows].sum() / total))
+    return out
+
+
 def to_device(batch: tuple, device: str) -> tuple:
     """A batch's tensors on `device` (runtime.to_device), its Nones as they are."""
     return tuple(t if t is None else to_device_tensor(t, device) for t in batch)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from helpers import tiny_corpus
 
-from data.batches import fixed_eval_batches, get_batch, load_dataset
+from data.batches import by_length, fixed_eval_batches, get_batch, load_dataset
 
 
 def test_eval_batches_are_fixed_and_shifted():
@@ -53,3 +53,22 @@ def test_load_dataset_prepares_and_checks_the_length(tmp_path):
     assert len(splits["train"]) == meta["train_tokens"] and splits["val"].dtype == np.uint16
     with pytest.raises(ValueError, match=r"val split .* 2000 tokens but block_size=4096 needs at least 4097"):
         load_dataset(str(corpus), "char", tmp_path / "data", block_size=4096)
+
+
+def test_by_length_groups_rows_trims_padding_and_shares_the_targets():
+    """Rows sorted by where their targets end (stable), cut into groups, each trimmed to its longest row;
+    the shares are each group's fraction of the targets; None ids stay None; one group is the batch."""
+    ends = torch.tensor([5, 2, 7, 2, 3, 7])
+    x = torch.arange(6 * 8).view(6, 8)
+    y = torch.where(torch.arange(8) < ends[:, None], x % 5, -1)
+    y[:, 0] = -1  # a prompt: targets start later, and the row still ends at its last one
+    ids = x + 100
+    batch = (x, y, None, ids)
+    assert by_length(batch, 1) == [(batch, 1.0)]
+    parts = by_length(batch, 3)
+    rows = [(part[0][:, 0] // 8).tolist() for part, _ in parts]
+    assert rows == [[1, 3], [4, 0], [2, 5]]
+    assert [part[0].shape[1] for part, _ in parts] == [2, 5, 7]
+    assert all(part[2] is None and torch.equal(part[3], part[0] + 100) for part, _ in parts)
+    assert [float(share) for _, share in parts] == pytest.approx([2 / 20, 6 / 20, 12 / 20])
+    assert sum(int((part[1] != -1).sum()) for part, _ in parts) == 20  # nothing but padding was cut

@@ -255,9 +255,9 @@ def test_task_grids_write_accuracy_reports(tmp_path):
 
 def test_the_addition_preset_adds_in_distribution_when_shrunk(tmp_path):
     """config/addition.py's method (its first entry, one layer) shrunk to n <= 2, 64 wide and 600 steps at
-    5e-3 (about 15 s): it adds every trained size. Issue 26's in-CI check of the preset; the full preset's
+    3e-3 (about 15 s): it adds every trained size. Issue 26's in-CI check of the preset; the full preset's
     numbers are in docs/TASKS.md. At this size the method is slow to start on some seeds: exact match at
-    n = 2 was 0.86-1.00 on seeds 600-603 (2026-12-07), hence 0.8, not 0.9."""
+    n = 2 was 0.82-0.98 on seeds 600-605 and 1337 (2026-12-07; 0.68-1.00 at 5e-3), hence 0.8, not 0.9."""
     preset = str(REPO / "config" / "addition.py")
     *_, cmp = parse_config([preset], ModelConfig, TrainConfig, EvalConfig, CompareConfig)
     steps = [f"--{k}=600" for k in ("max_iters", "lr_decay_iters", "eval_interval")]
@@ -265,7 +265,7 @@ def test_the_addition_preset_adds_in_distribution_when_shrunk(tmp_path):
         "--task_n_train=2",
         "--task_n_eval=3",
         "--n_embd=64",
-        "--learning_rate=5e-3",
+        "--learning_rate=3e-3",
         "--warmup_iters=50",
     ]
     argv = [

@@ -76,6 +76,7 @@ def test_task_source_sizes_and_seeded_batches():
         (dict(dataset="pydocs", task_n_train=4), "task_\\* keys are for dataset=task:NAME"),
         (dict(dataset="task:copy", task_plain=True), "task_plain is an option of task:addition"),
         (dict(dataset="task:copy,copy"), "lists a task twice"),
+        (dict(dataset="pydocs", task_buckets=4), "task_\\* keys are for dataset=task:NAME"),
         (
             dict(dataset="task:recall", task_n_train=27),
             r"task_n_train must be an integer in \[1, 26\], got 27",

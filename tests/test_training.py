@@ -1,5 +1,6 @@
 """training.py: TrainConfig validation, the LR schedule, gradient accumulation and the clipped step."""
 
+import dataclasses
 import itertools
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 from helpers import model_for
 
 import training
+from data.sources import load_source
 from model import GPT, ModelConfig
 from runtime import Precision
 from training import TrainConfig, configure_optimizers, get_lr, model_at, set_lr
@@ -26,6 +28,7 @@ from training import TrainConfig, configure_optimizers, get_lr, model_at, set_lr
         dict(tokenizer="bpe"),
         dict(dtype="fp8"),
         dict(device="gpu0"),
+        dict(task_buckets=65, dataset="task:copy", batch_size=64),
         dict(batch_size=True),
         dict(out_dir=""),
     ],
@@ -62,6 +65,29 @@ def test_accumulated_micro_batches_give_the_full_batch_gradient():
     assert not loss_split.requires_grad and loss_split.dtype == torch.float32
     for a, b in zip(full.parameters(), split.parameters(), strict=True):
         torch.testing.assert_close(b.grad, a.grad)
+
+
+@pytest.mark.parametrize("groups", [2, 3, 64])
+def test_groups_of_rows_by_length_give_the_full_batch_gradient(groups):
+    """task_buckets: an addition batch with coupled ids, its rows in groups trimmed to their length, gives
+    the loss and gradients of the padded batch (float rounding apart)."""
+    cfg = TrainConfig(dataset="task:addition", task_n_train=6, task_positions="coupled", task_marks=True)
+    model_cfg = ModelConfig(n_layer=1, n_head=2, n_embd=16, pos_enc="rope", random_positions=30)
+    source = load_source(cfg, model_cfg)
+    model_cfg = dataclasses.replace(
+        model_cfg, vocab_size=source.meta["vocab_size"], block_size=source.block_size
+    )
+    batch = source.batch((0, 1, 0), 64)
+    precision = Precision.of("float32", "cpu")
+    losses, grads = [], []
+    for k in (1, groups):
+        torch.manual_seed(0)
+        model = GPT(model_cfg)
+        losses.append(training.accumulate_gradients(model, [batch], 1, precision, precision.grad_scaler(), k))
+        grads.append([p.grad for p in model.parameters()])
+    torch.testing.assert_close(losses[1], losses[0])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(b, a)
 
 
 @pytest.mark.parametrize("grad_clip", [0.0, 1e-3])
