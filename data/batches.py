@@ -58,8 +58,10 @@ def by_length(batch: tuple, groups: int) -> list[tuple[tuple, torch.Tensor | flo
     targets = batch[1] != -1  # (B, T)
     ends = torch.where(targets, torch.arange(1, targets.size(1) + 1, device=targets.device), 0).amax(1)
     out, total = [], targets.sum()
-    for rows in torch.argsort(ends, stable=True).chunk(groups):
-        if (length := int(ends[rows].max())) > 0:  # rows without targets add nothing
+    chunks = torch.argsort(ends, stable=True).chunk(groups)
+    lengths = torch.stack([ends[rows].max() for rows in chunks]).tolist()  # one device sync, not one a group
+    for rows, length in zip(chunks, lengths, strict=True):
+        if length > 0:  # rows without targets add nothing
             part = tuple(None if t is None else t[rows, :length] for t in batch)
             out.append((part, targets[rows].sum() / total))
     return out
