@@ -25,10 +25,12 @@ import re
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from cli import parse_cli, run_main
 from configurator import check_ints
@@ -48,7 +50,7 @@ class BenchConfig(RuntimeConfig):
     steps: int = 20  # timed steps per model
     warmup: int = 3  # untimed steps per model
     peers: bool = True  # also time transformers' GPT-2 and Llama
-    options: bool = True  # also time rope with each attention option (sink, SSMax, SSSL windows)
+    options: bool = True  # also rope with each attention option (sink, SSMax, SSSL) and learned@math (MATH)
     memory: bool = True  # measure peak memory
 
     def validate(self):
@@ -110,10 +112,14 @@ class Result:
 
 # attention options on rope, each against ours:rope (compare.py entry syntax)
 OPTIONS = ("rope:attn_sink=true", "rope:ssmax=true", "rope:window=16:window_pattern=SSSL")
+# learned with SDPA held to its math kernel, which every scheme whose bias needs a gradient (t5, kerple, fire,
+# cope, fox) gets on CPU: the speed those schemes cannot pass without a fused kernel that has a backward
+MATH = "ours:learned@math"
 
 
 def model_names(peers: bool, options: bool = False) -> list[str]:
-    names = [f"ours:{p}" for p in POS_ENCODINGS] + [f"ours:{o}" for o in OPTIONS if options]
+    names = [f"ours:{p}" for p in POS_ENCODINGS]
+    names += ([f"ours:{o}" for o in OPTIONS] + [MATH]) if options else []
     return [*names, "hf:gpt2", "hf:llama"] if peers else names
 
 
@@ -123,6 +129,8 @@ def peer_of(name: str) -> str | None:
         return None
     if name.startswith("ours:rope:"):
         return "ours:rope"
+    if name == MATH:
+        return "ours:learned"
     return "hf:llama" if name == "ours:rope" else "hf:gpt2"
 
 
@@ -137,7 +145,7 @@ def build(name: str, shape: Shape) -> torch.nn.Module:
     torch.manual_seed(0)
     dims = dict(vocab_size=shape.vocab_size, n_layer=shape.n_layer, n_head=shape.n_head, n_embd=shape.n_embd)
     if name.startswith("ours:"):
-        scheme, knobs, _ = parse_entry(name[5:])
+        scheme, knobs, _ = parse_entry(name[5:].removesuffix("@math"))
         return GPT(ModelConfig(block_size=shape.block_size, dropout=0.0, pos_enc=scheme, **knobs, **dims))
     no_tokens = dict(bos_token_id=None, eos_token_id=None, use_cache=False, attn_implementation="sdpa")
     if name == "hf:gpt2":
@@ -205,7 +213,8 @@ class Trainer:
         return self.model(input_ids=idx, labels=idx).loss  # HF shifts the labels inside (B x (T-1) targets)
 
     def step(self, idx, targets) -> None:
-        with self.precision.autocast():
+        kernel = sdpa_kernel(SDPBackend.MATH) if self.name.endswith("@math") else nullcontext()
+        with self.precision.autocast(), kernel:
             loss = self.loss(idx, targets)
         self.scaler.scale(loss).backward()
         optimizer_step(self.raw.parameters(), self.optimizer, self.scaler, grad_clip=0.0)

@@ -12,6 +12,7 @@ multiplies (torch.profiler, printed) bounds what any batching can gain on this m
 
     python -m scripts.bench_batched               # E = 3, baby shape, torch's threads
     python -m scripts.bench_batched --threads=1   # as each job of `compare.py --jobs=2` runs on 2 cores
+    python -m scripts.bench_batched --device=cuda --members=8   # where it should pay (scripts.gpu_check)
 """
 
 import statistics
@@ -34,6 +35,7 @@ class BenchBatchedConfig(Config):
     """scripts.bench_batched's keys; the defaults are bench.py's baby shape."""
 
     members: int = 3  # E: runs batched into one model (a grid entry's seeds)
+    device: str = "cpu"  # cpu or cuda (fp32 on both; the matmul share is measured on CPU only)
     batch_size: int = 12  # rows per member
     block_size: int = 64  # T
     n_layer: int = 4  # blocks
@@ -47,6 +49,8 @@ class BenchBatchedConfig(Config):
             self, ("members", "batch_size", "block_size", "n_layer", "n_head", "n_embd", "rounds"), 1, 10**6
         )
         check_ints(self, ("threads",), 0, 4096)
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd must be a multiple of n_head, got {self.n_embd} and {self.n_head}")
 
@@ -114,15 +118,22 @@ def _models(cfg: BenchBatchedConfig) -> list[GPT]:
 
 
 def bench(cfg: BenchBatchedConfig) -> dict:
-    """Median ms of E sequential steps and of one stacked step, the ratio, and the sequential step's
-    share of profiled CPU time in matrix multiplies."""
+    """Median ms of E sequential steps and of one stacked step, the ratio, and (on CPU; None on CUDA) the
+    sequential step's share of profiled CPU time in matrix multiplies."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda, but CUDA is not available here")
+    dev = cfg.device
     torch.manual_seed(0)
-    models = _models(cfg)
+    models = [m.to(dev) for m in _models(cfg)]
     stacked = Stacked(models)
-    opts = [configure_optimizers(m, 0.1, 1e-3, (0.9, 0.99), "cpu") for m in models]
+    opts = [configure_optimizers(m, 0.1, 1e-3, (0.9, 0.99), dev) for m in models]
     stacked_opt = torch.optim.AdamW(stacked.parameters(), lr=1e-3, betas=(0.9, 0.99), fused=True)
-    idx = torch.randint(0, 65, (cfg.members, cfg.batch_size, cfg.block_size))
-    targets = torch.randint(0, 65, idx.shape)
+    idx = torch.randint(0, 65, (cfg.members, cfg.batch_size, cfg.block_size), device=dev)
+    targets = torch.randint(0, 65, idx.shape, device=dev)
+
+    def sync():
+        if dev == "cuda":
+            torch.cuda.synchronize()
 
     def sequential():
         for m, opt, x, y in zip(models, opts, idx, targets, strict=True):
@@ -141,22 +152,31 @@ def bench(cfg: BenchBatchedConfig) -> dict:
     times = {sequential: [], batched: []}
     for r in range(cfg.rounds):
         for step in (sequential, batched) if r % 2 else (batched, sequential):
+            sync()
             t0 = time.perf_counter()
             step()
+            sync()
             times[step].append(time.perf_counter() - t0)
-    with torch.profiler.profile() as prof:
-        for _ in range(min(cfg.rounds, 5)):
-            sequential()
-    events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events)
-    matmul = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
     seq_ms, bat_ms = (statistics.median(times[s]) * 1e3 for s in (sequential, batched))
     return {
         "sequential_ms": seq_ms,
         "batched_ms": bat_ms,
         "ratio": bat_ms / seq_ms,
-        "matmul_share": matmul / total,
+        "matmul_share": _matmul_share(sequential, min(cfg.rounds, 5)) if dev == "cpu" else None,
     }
+
+
+def _matmul_share(step, steps: int) -> float:
+    """The share of `steps` calls of `step`'s CPU time (torch.profiler, self time) in matrix multiplies."""
+    with torch.profiler.profile() as prof:
+        for _ in range(steps):
+            step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return (
+        sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
+        / total
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,16 +188,17 @@ def main(argv: list[str] | None = None) -> None:
     E = cfg.members
     print(
         f"B={cfg.batch_size} T={cfg.block_size} n_layer={cfg.n_layer} n_head={cfg.n_head} "
-        f"n_embd={cfg.n_embd}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
+        f"n_embd={cfg.n_embd}; {cfg.device}, {torch.get_num_threads()} CPU threads; torch {torch.__version__}"
     )
     print(
         f"{E} sequential steps {r['sequential_ms']:.1f} ms, one stacked step of {E} "
         f"{r['batched_ms']:.1f} ms: {r['ratio']:.2f}x (medians of {cfg.rounds})"
     )
-    print(
-        f"matrix multiplies: {r['matmul_share']:.0%} of the sequential step's CPU time, so batching can at "
-        f"best take it to {r['matmul_share']:.2f}x"
-    )
+    if r["matmul_share"] is not None:
+        print(
+            f"matrix multiplies: {r['matmul_share']:.0%} of the sequential step's CPU time, so batching "
+            f"can at best take it to {r['matmul_share']:.2f}x"
+        )
 
 
 if __name__ == "__main__":

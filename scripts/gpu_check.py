@@ -9,7 +9,9 @@ A100 or H100), with a markdown report.
    training step (bf16 autocast), and the ms per training step of each kernel;
 3. the shakespeare_char preset (config/shakespeare_char.py, nanoGPT's: val loss 1.4697 in ~3 min on an A100
    with learned positions), with compile and bf16 autocast: wall time, final val loss, tokens/s and MFU;
-4. DDP over the GPUs present (torchrun, 2+ GPUs; skipped with one), 50 steps, against one process.
+4. DDP over the GPUs present (torchrun, 2+ GPUs; skipped with one), 50 steps, against one process;
+5. several runs as one stacked model (scripts.bench_batched, 8 baby-shape runs, fp32) against the same runs
+   one after another: on CPU it is slower (docs/GRIDS.md), a GPU is where it should pay.
 Every number goes in the report; nothing is asserted beyond the tests of step 1 and the tolerances of 2.
 """
 
@@ -27,6 +29,8 @@ from cli import parse_cli, run_main
 from configurator import Config, check_ints
 from model import GPT, ModelConfig
 from positional import POS_ENCODINGS
+from scripts.bench_batched import BenchBatchedConfig
+from scripts.bench_batched import bench as bench_batched
 
 ROOT = Path(__file__).resolve().parent.parent
 SOFTMAX = [s for s in POS_ENCODINGS if POS_ENCODINGS[s].normalise == "softmax"]
@@ -144,6 +148,7 @@ def check(cfg: CheckConfig) -> dict:
     results["kernels"] = kernels(device)
     results["preset"] = train_preset(cfg)
     results["ddp"] = ddp()
+    results["batched"] = bench_batched(BenchBatchedConfig(members=8, device=device, rounds=20))
     return results
 
 
@@ -174,6 +179,12 @@ def markdown(r: dict) -> str:
         lines.append(f"failed: rc {r['preset']['rc']}\n```\n{r['preset']['tail']}\n```")
     lines.append("\n## DDP\n")
     lines.append("```\n" + json.dumps(r["ddp"], indent=1)[:2000] + "\n```")
+    b = r["batched"]
+    lines.append("\n## Several runs as one stacked model (scripts.bench_batched, 8 baby-shape runs, fp32)\n")
+    lines.append(
+        f"a step of each run, one after another: {b['sequential_ms']:.1f} ms; one stacked step: "
+        f"{b['batched_ms']:.1f} ms: {b['ratio']:.2f}x"
+    )
     return "\n".join(lines) + "\n"
 
 

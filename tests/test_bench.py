@@ -31,6 +31,17 @@ def test_main_cli_without_peers(capsys):
     out = capsys.readouterr().out
     assert "torch " + torch.__version__ in out and "| ours:rope |" in out and "hf:" not in out
     assert "| ours:rope:attn_sink=true |" in out and "x vs ours:rope |" in out  # options against rope
+    assert "| ours:learned@math |" in out and "x vs ours:learned |" in out  # the math kernel's floor
+
+
+def test_math_row_runs_sdpa_math_kernel():
+    trainer = bench.Trainer(bench.MATH, TINY, "cpu", "float32", compile=False)
+    batch = bench.make_batch(TINY, "cpu")
+    with torch.profiler.profile() as prof:
+        trainer.step(*batch)
+    names = {e.key for e in prof.key_averages()}
+    assert "aten::_scaled_dot_product_attention_math" in names
+    assert not any("flash" in n for n in names)
 
 
 def test_flops_per_token_and_peer_sizes():

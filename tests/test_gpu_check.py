@@ -28,8 +28,10 @@ def test_the_report_has_every_section():
             "summary": {"iters": 5000, "final_val_loss": 1.47, "tokens_per_sec": 5e5, "mfu": 0.3},
         },
         "ddp": {"skipped": "1 GPU: DDP needs 2 or more"},
+        "batched": {"sequential_ms": 40.0, "batched_ms": 10.0, "ratio": 0.25, "matmul_share": None},
     }
     md = gpu_check.markdown(results)
     assert "| alibi | 1.00e-03 | 2.00e-03 | 4.0 | 3.0 | 0.75x |" in md
     assert "final val loss 1.4700 (nanoGPT: 1.4697), wall 2.5 min, 500,000 tokens/s, MFU 30.0%" in md
     assert "DDP needs 2 or more" in md
+    assert "one after another: 40.0 ms; one stacked step: 10.0 ms: 0.25x" in md
