@@ -29,6 +29,8 @@ from configurator import Config, check_ints
 from model import GPT, ModelConfig
 from training import configure_optimizers
 
+VOCAB = 65  # Shakespeare-char's, as bench.py's baby shape
+
 
 @dataclass(frozen=True)
 class BenchBatchedConfig(Config):
@@ -67,13 +69,16 @@ class Stacked(nn.Module):
         self.E, self.C, self.nh, self.V = len(models), cfg.n_embd, cfg.n_head, cfg.vocab_size
         ts, L = [m.transformer for m in models], cfg.n_layer
 
-        def stack(get, transpose=False):  # a copy, members on dim 0; Linear weights as (in, out) for bmm
+        def members(get, transpose=False):  # a copy, members on dim 0; Linear weights as (in, out) for bmm
             w = torch.stack([get(t).detach() for t in ts])
-            return nn.Parameter((w.mT if transpose else w).contiguous())
+            return (w.mT if transpose else w).contiguous()
+
+        def stack(get):
+            return nn.Parameter(members(get))
 
         def layers(get, transpose=False):  # layers on dim 0, members on dim 1
             return nn.Parameter(
-                torch.stack([stack(lambda t, i=i: get(t.h[i]), transpose).data for i in range(L)])
+                torch.stack([members(lambda t, i=i: get(t.h[i]), transpose) for i in range(L)])
             )
 
         self.wte = stack(lambda t: t.wte.weight)  # (E, Vp, C)
@@ -105,7 +110,7 @@ class Stacked(nn.Module):
 
 def _models(cfg: BenchBatchedConfig) -> list[GPT]:
     mc = ModelConfig(
-        vocab_size=65,
+        vocab_size=VOCAB,
         block_size=cfg.block_size,
         n_layer=cfg.n_layer,
         n_head=cfg.n_head,
@@ -128,8 +133,8 @@ def bench(cfg: BenchBatchedConfig) -> dict:
     stacked = Stacked(models)
     opts = [configure_optimizers(m, 0.1, 1e-3, (0.9, 0.99), dev) for m in models]
     stacked_opt = torch.optim.AdamW(stacked.parameters(), lr=1e-3, betas=(0.9, 0.99), fused=True)
-    idx = torch.randint(0, 65, (cfg.members, cfg.batch_size, cfg.block_size), device=dev)
-    targets = torch.randint(0, 65, idx.shape, device=dev)
+    idx = torch.randint(0, VOCAB, (cfg.members, cfg.batch_size, cfg.block_size), device=dev)
+    targets = torch.randint(0, VOCAB, idx.shape, device=dev)
 
     def sync():
         if dev == "cuda":
