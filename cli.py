@@ -130,7 +130,9 @@ def run_main(main, interrupted: str = "") -> None:
     expected failures (bad input, files and disks, a diverged loss, a failed download) print one
     `error:` line and exit 1; a stop by a signal (raised as `Stopped` or KeyboardInterrupt, or 130 returned
     by a tool that stopped cleanly) exits 128 + the signal's number with `interrupted` as the way on.
-    Anything else is a bug and keeps its traceback."""
+    Anything else is a bug and keeps its traceback. Standard output is line-buffered, so that progress
+    lines reach a pipe (`| tee`, a parent process waiting for one) as they are printed, not at exit."""
+    sys.stdout.reconfigure(line_buffering=True)
     try:
         code = main()
     except KeyboardInterrupt as e:

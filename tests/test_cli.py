@@ -5,9 +5,13 @@ stopped it."""
 import dataclasses
 import errno
 import importlib
+import os
 import signal
+import subprocess
+import sys
 
 import pytest
+from helpers import REPO, read_until
 
 from cli import Stopped, field_docs, parse_cli, run_main
 from configurator import CONFIG_DIR
@@ -89,3 +93,25 @@ def test_run_main_turns_expected_failures_into_one_line(capsys):
     assert info.value.code == 0
     with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
         run_main(lambda: 1 / 0)
+
+
+def test_run_main_lines_reach_a_pipe_as_printed():
+    """A tool's stdout is line-buffered: a parent reads a progress line while the child still runs, with
+    PYTHONUNBUFFERED unset (a pipe would otherwise hold it in Python's block buffer until exit)."""
+    # stdin.readline, not input(): input() flushes stdout itself
+    script = (
+        "import sys\nfrom cli import run_main\n"
+        "def main():\n    print('ready')\n    sys.stdin.readline()\nrun_main(main)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert read_until(proc, lambda line: line == "ready\n", timeout=30) == "ready\n"
+    proc.communicate("\n", timeout=30)
+    assert proc.returncode == 0
