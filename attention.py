@@ -5,7 +5,8 @@
 normalised by softmax, optionally with a learned sink logit per head joining it (gpt-oss: the sink's column
 is dropped after the softmax, so a row's weights sum to less than 1), or by stick-breaking (Tan et al. 2025).
 `Spec` holds one layer's contributions: `bias` from the positional encoding (positional.layer_bias), the
-keys each query sees (`visible`: causal, and a sliding window's last `window` tokens), `gain` g (SSMax,
+keys each query sees (`visible`: causal, a sliding window's last `window` tokens, and with `id_window` D
+only the keys whose position id is within D of the query's, |id_i - id_j| <= D), `gain` g (SSMax,
 Nakanishi 2025: s_h log n_i, n_i the number of keys query i sees), the `sink` logits, the `scale` (1 /
 sqrt(head size); PoPE's q and k are twice as wide as the head) and the normalisation.
 
@@ -42,7 +43,7 @@ class Spec:
     T: int
     S: int
     scale: float
-    visible: torch.Tensor | None = None  # (T, S) bool; None: causal (j <= i + S - T)
+    visible: torch.Tensor | None = None  # (T, S) or (B|1, 1, T, S) bool; None: causal (j <= i + S - T)
     bias: torch.Tensor | None = None  # float, added to the scaled scores
     gain: torch.Tensor | None = None  # (B|1, nh, T, 1) multiplier of q.k (not of the bias)
     sink: torch.Tensor | None = None  # (nh,) logits joining each softmax
@@ -62,29 +63,34 @@ class Spec:
         )
 
     def seen(self, device) -> torch.Tensor:
-        """(T, S) bool: which keys each query sees."""
+        """(T, S) or (B|1, 1, T, S) bool: which keys each query sees."""
         if self.visible is not None:
             return self.visible
         return torch.ones(self.T, self.S, dtype=torch.bool, device=device).tril(self.S - self.T)
 
 
-def visible_keys(T: int, S: int, window: int | None, device) -> torch.Tensor | None:
-    """(T, S) bool of a layer: causal, and with a sliding window only the last `window` keys up to the
-    query itself (j > i - window); None for plain causal attention (no window)."""
-    if window is None:
+def visible_keys(pos: Positions, window: int | None, id_window: int | None, device) -> torch.Tensor | None:
+    """Which keys each query of a layer sees: causal, with a sliding window only the last `window` keys up
+    to the query itself (j > i - window), with an id window only those whose position id is within
+    `id_window` of the query's (|id_i - id_j| <= id_window: with implicit ids a window of id_window + 1
+    tokens; with a task's ids, such as coupled ones that go back and forth, a window in id space). (T, S)
+    bool, (B|1, 1, T, S) with an id window, None for plain causal attention."""
+    if window is None and id_window is None:
         return None
-    i = torch.arange(S - T, S, device=device)[:, None]
-    j = torch.arange(S, device=device)
-    return (j <= i) & (j > i - window)
-
-
-def ssmax_gain(s: torch.Tensor, T: int, S: int, window: int | None, device) -> torch.Tensor:
-    """SSMax's multiplier s_h * log n_i, n_i the number of keys query i (token S - T + t) sees: i + 1, or at
-    most `window`; (1, nh, T, 1)."""
-    n = torch.arange(S - T + 1, S + 1, device=device, dtype=torch.float32)
+    seen = pos.causal(device)
     if window is not None:
-        n = n.clamp(max=window)
-    return s.float()[None, :, None, None] * n.log()[None, None, :, None]
+        i = torch.arange(pos.offset, pos.k_len, device=device)[:, None]
+        seen = seen & (torch.arange(pos.k_len, device=device) > i - window)
+    if id_window is not None:
+        seen = seen & (pos.distances(device).abs() <= id_window)[:, None]
+    return seen
+
+
+def ssmax_gain(s: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """SSMax's multiplier s_h * log n_i, n_i the number of keys query i sees (i + 1 when causal, at most the
+    window with one), from `seen` (T, S) or (B|1, 1, T, S): (B|1, nh, T, 1)."""
+    n = seen.sum(-1, dtype=torch.float32)  # (T,) or (B|1, 1, T)
+    return s.float()[None, :, None, None] * n.log().view(-1, 1, seen.size(-2), 1)
 
 
 def _logits(q: torch.Tensor, k: torch.Tensor, spec: Spec) -> torch.Tensor:
@@ -179,6 +185,7 @@ class CausalSelfAttention(nn.Module):
         )
         hs = config.head_size  # q, k, v of all heads:
         self.scale, self.window, self.attention = default_scale(hs), config.windowed(layer), config.attention
+        self.id_window = config.id_window
         self.c_attn = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv) * hs, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -198,7 +205,11 @@ class CausalSelfAttention(nn.Module):
     def kernel_for(self, pe: PositionalEncoding, device) -> str:
         """SDPA or FlexAttention for this layer (ModelConfig.attention; flex.choose)."""
         needs_mask = (
-            pe.adds_bias or self.window is not None or self.sink is not None or self.ssmax is not None
+            pe.adds_bias
+            or self.window is not None
+            or self.id_window is not None
+            or self.sink is not None
+            or self.ssmax is not None
         )
         return choose(self.attention, needs_mask and pe.normalise == "softmax", device)
 
@@ -213,11 +224,10 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.update(self.layer, k, v)  # (B, nkv, S, E | hs)
         if nkv != nh:  # grouped-query attention: kv head j serves query heads j * nh/nkv .. (as HF repeat_kv)
             k, v = k.repeat_interleave(nh // nkv, dim=1), v.repeat_interleave(nh // nkv, dim=1)
-        visible = visible_keys(T, pos.k_len, self.window, x.device)
-        ctx = LayerContext(
-            self.layer, x, pos, visible if visible is not None else pos.causal(x.device), cache
-        )
-        gain = None if self.ssmax is None else ssmax_gain(self.ssmax, T, pos.k_len, self.window, x.device)
+        visible = visible_keys(pos, self.window, self.id_window, x.device)
+        seen = visible if visible is not None else pos.causal(x.device)
+        ctx = LayerContext(self.layer, x, pos, seen, cache)
+        gain = None if self.ssmax is None else ssmax_gain(self.ssmax, seen)
         kernel = self.kernel_for(pe, x.device) if observe is None else "sdpa"  # diagnostics read the bias
         mod = pe.score_mod(shared, q, k, ctx) if kernel == "flex" else None  # computed where it is needed
         bias = None if mod is not None else pe.layer_bias(shared, q, k, ctx)

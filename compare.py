@@ -102,7 +102,7 @@ def plan_grids(model_cfg, train_cfg: TrainConfig, ev: EvalConfig, cmp: CompareCo
             folder = Path(train_cfg.out_dir) / task
             keys = {"dataset": f"task:{task}", "out_dir": str(folder)}
             for option in ADDITION_KEYS:
-                keys[option] = getattr(train_cfg, option) and task == "addition"
+                keys[option] = getattr(train_cfg if task == "addition" else TrainConfig, option)
             tcfg = dataclasses.replace(train_cfg, **(keys | (cmp.task_overrides or {}).get(task, {})))
             out = Path(cmp.report_dir) / task if cmp.report_dir else folder
         source = load_source(tcfg, model_cfg)

@@ -4,7 +4,8 @@ the quantities the papers use to explain why a scheme holds or breaks there.
 A forward pass runs with the model's `observe` hook, which sees each layer's attention weights (B, nh, T, S)
 in turn (attention.weights: softmax, with a sink's column dropped, or stick-breaking's); each layer's are
 reduced to per-head numbers at once, so no more than one layer's weights are alive at a time. For query i
-(0-based, S = T), its visible keys j (n_i of them: i + 1, or at most the layer's window), weights w_ij and
+(0-based, S = T), its visible keys j (n_i of them: i + 1, at most the layer's window, and only those within
+its id window when the model has one), weights w_ij and
 the rest r_i = 1 - sum_j w_ij (a learned sink's share; stick-breaking's leftover, which goes to the query's
 own value):
 
@@ -26,24 +27,21 @@ import math
 
 import torch
 
+from attention import visible_keys
 from model import GPT
+from positional import Positions
 from runtime import Precision
 
 KEYS = ("entropy", "entropy_norm", "distance", "first", "beyond_L")
-
-
-def visible_counts(T: int, window: int | None, device) -> torch.Tensor:
-    """n_i, the keys query i of a sequence of T tokens sees: i + 1, or at most `window`; (T,) float."""
-    n = torch.arange(1, T + 1, device=device, dtype=torch.float32)
-    return n if window is None else n.clamp(max=window)
 
 
 def _xlogx(p: torch.Tensor) -> torch.Tensor:
     return torch.where(p > 0, p * p.clamp_min(1e-30).log(), torch.zeros_like(p))
 
 
-def row_stats(w: torch.Tensor, L: int, window: int | None) -> dict[str, torch.Tensor]:
-    """The per-query quantities (module docstring) of weights w (B, nh, T, T), each (B, nh, T) float32."""
+def row_stats(w: torch.Tensor, L: int, seen: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The per-query quantities (module docstring) of weights w (B, nh, T, T), each (B, nh, T) float32;
+    `seen` the keys each query sees ((T, T) or (B, 1, T, T) bool, attention.visible_keys), None: causal."""
     w = w.float()
     T = w.size(-1)
     i = torch.arange(T, device=w.device)
@@ -51,7 +49,8 @@ def row_stats(w: torch.Tensor, L: int, window: int | None) -> dict[str, torch.Te
     held = w.sum(-1)
     rest = (1 - held).clamp_min(0)
     entropy = -_xlogx(w).sum(-1) - _xlogx(rest)
-    log_n = visible_counts(T, window, w.device).log()
+    n = i + 1.0 if seen is None else seen.sum(-1, dtype=torch.float32)  # (T,) or (B, 1, T)
+    log_n = n.log()
     return {
         "entropy": entropy,
         "entropy_norm": entropy / torch.where(log_n > 0, log_n, torch.nan),
@@ -68,9 +67,12 @@ class _Accumulator:
         self.model, self.L, self.bin = model, L, max(1, L // 2)
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, torch.Tensor] = {}
+        self.pos = None  # the Positions of the batch in the model, set per batch
 
     def __call__(self, layer: int, w: torch.Tensor) -> None:
-        stats = row_stats(w, self.L, self.model.config.windowed(layer))
+        config = self.model.config
+        seen = visible_keys(self.pos, config.windowed(layer), config.id_window, w.device)
+        stats = row_stats(w, self.L, seen)
         T = w.size(-1)
         bins = torch.arange(T, device=w.device) // self.bin
         stats["entropy_by_pos"] = stats["entropy"]
@@ -107,6 +109,8 @@ def attention_stats(model: GPT, batches: list[tuple], L: int, precision: Precisi
     model.eval()
     acc = _Accumulator(model, L)
     for idx, positions, abacus in batches:
+        T = idx.size(1)
+        acc.pos = Positions(T, T) if positions is None else Positions(T, T, positions, positions)
         with precision.autocast():
             model(idx, None, positions, abacus, observe=acc)
     return acc.result()

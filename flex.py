@@ -2,7 +2,7 @@
 every softmax scheme and option, the layer's bias as a `score_mod`, the keys it sees as a block mask.
 
     logits_ij = scale * g_i * (q_i . k_j) + bias_ij    -> score_mod(score, b, h, i, j)
-    keys seen (causal, a window)                       -> mask_mod(b, h, i, j), a BlockMask
+    keys seen (causal, a window, an id window)         -> mask_mod(b, h, i, j), a BlockMask
     a sink logit a_h joining the softmax               -> out * sigmoid(lse_i - a_h) (flex's log-sum-exp)
 
 A scheme may give its bias as a function of (b, h, i, j) (`PositionalEncoding.score_mod`: ALiBi, KERPLE, FoX,
@@ -61,11 +61,13 @@ def flex_attend(q, k, v, spec: Spec, dropout: float = 0.0) -> torch.Tensor:
     _check(q, dropout)
     B, nh, T, S = q.size(0), q.size(1), spec.T, spec.S
     seen = spec.seen(q.device)
+    per_row = seen.dim() == 4  # an id window: each sequence's ids decide, (B, 1, T, S)
+    seen = seen.expand(B, 1, T, S) if per_row else seen
 
     def mask_mod(b, h, i, j):
-        return seen[i, j]
+        return seen[b, 0, i, j] if per_row else seen[i, j]
 
-    block_mask = create_block_mask(mask_mod, None, None, T, S, device=q.device)
+    block_mask = create_block_mask(mask_mod, B if per_row else None, None, T, S, device=q.device)
     gain = None if spec.gain is None else spec.gain.float().expand(B, nh, T, 1)
     bias = spec.score_mod
     if bias is None and spec.bias is not None:

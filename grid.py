@@ -37,7 +37,11 @@ ENTRY_TRAIN_KEYS = (
     "task_positions",
     "task_hints",
     "task_marks",
+    "task_width",
+    "task_lsb",
     "drope_iter",
+    "max_iters",  # an entry's own budget (with lr_decay_iters), where one scheme needs fewer steps
+    "lr_decay_iters",
 )
 TUNE_SEEDS = 1000  # tuning runs use seeds seed + 1000 + k: never the seeds (or batches) a report is made of
 

@@ -50,6 +50,7 @@ def _check_exportable(cfg: ModelConfig) -> str:
         "rope_nope_layers": cfg.rope_nope_layers,
         "abacus": cfg.abacus,
         "window": cfg.window,  # HF's sliding windows see window - 1 keys back (Mistral's off by one)
+        "id_window": cfg.id_window,
         "ssmax": cfg.ssmax,
         "attn_sink": cfg.attn_sink,  # gpt-oss has sinks, but its blocks are mixtures of experts
     }

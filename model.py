@@ -32,6 +32,7 @@ from positional import POS_ENCODINGS, Positions
 # Options that combine with any scheme (where it supports them): a compare.py entry may set them as it sets
 # its scheme's knobs (rope:qk_norm=true), and a run's label shows them.
 POSITION_OPTIONS = ("qk_norm", "random_positions", "abacus", "attn_sink", "ssmax", "window", "window_pattern")
+POSITION_OPTIONS += ("id_window",)
 MAX_SIZE = 2**20  # bound on sizes and lengths: past it a config would only exhaust memory
 # Names of the parameters that `GPT.position_parameters` counts as positional (not as the model's own).
 POSITION_PREFIXES, POSITION_SUFFIXES = (
@@ -93,6 +94,8 @@ class ModelConfig(Config):
     ssmax: bool = False  # scalable softmax: q.k times s_h log(keys seen), s learned (Nakanishi 2025)
     window: int | None = None  # sliding-window layers see only their last `window` keys (the query's own too)
     window_pattern: str | None = None  # per-layer S (window) or L (all keys), repeated: SSSL; None -> all S
+    id_window: int | None = None  # only keys within this many position ids of the query (|id_i - id_j| <= D):
+    # a window in a task's id space; with implicit ids one of D + 1 tokens (docs/SCHEMES.md)
     attention: str = "sdpa"  # the kernel: sdpa, flex (FlexAttention: no backward on CPU) or auto (flex.py)
 
     EXAMPLES: typing.ClassVar[dict[str, str]] = {
@@ -145,6 +148,8 @@ class ModelConfig(Config):
             check_ints(self, ("abacus",), 2, MAX_SIZE)
         if self.window is not None:
             check_ints(self, ("window",), 1, MAX_SIZE)
+        if self.id_window is not None:
+            check_ints(self, ("id_window",), 0, MAX_SIZE)
         pattern = self.window_pattern
         if pattern is not None and (not pattern or set(pattern) - set("SL")):
             upper = set(pattern.upper()) <= set("SL")

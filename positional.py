@@ -90,7 +90,8 @@ class Positions:
 class LayerContext:
     """What a layer's `layer_bias` may need besides the shared bias and its q, k: the layer, its input x
     (B, T, C, after the pre-norm), the positions, which keys each query sees (`visible`, (T, S) bool: causal,
-    and the layer's window), and the KV cache (None without), for a scheme's own per-token state."""
+    and the layer's window; (B|1, 1, T, S) with an id window), and the KV cache (None without), for a
+    scheme's own per-token state."""
 
     layer: int
     x: torch.Tensor

@@ -17,7 +17,8 @@ from runtime import Precision, RuntimeConfig
 
 DROPPED = "none"  # what DroPE leaves
 MAX_SEED = 2**63 - 1  # seeds stay valid for torch.manual_seed after compare.py and DDP add small offsets
-ADDITION_KEYS = ("task_plain", "task_hints", "task_marks")  # data.tasks.get_task's options, in its order
+# data.tasks.get_task's options, in its order
+ADDITION_KEYS = ("task_plain", "task_hints", "task_marks", "task_width", "task_lsb")
 MAX_TASK_N = 1000  # the largest problem size of a task (addition at 1000 digits: 3,004 tokens)
 
 
@@ -47,6 +48,9 @@ class TrainConfig(RuntimeConfig):
     task_hints: bool = False  # task:addition with index hints (Zhou et al. 2024), data/tasks.py
     task_marks: bool = False  # task:addition writes each operand after an end mark and a zero, aligned with
     # the answer's end mark and carry-out digit under coupled ids: .0042+.0785=7280. (data/tasks.py)
+    task_width: int = 0  # task:addition writes both operands with at least this many digits (the sum one
+    # more): every size up to it in one layout (minGPT's adder); 0: each problem at its own size
+    task_lsb: bool = False  # task:addition writes the operands units first too (McLeish et al. 2024)
     task_positions: str = "sequential"  # token t at t (or random_positions), or coupled (Cho et al. 2024)
     task_buckets: int = 1  # tasks: each batch's forward and backward in this many groups of rows of similar
     # size, trimmed to their longest: the same gradient (to float rounding), less padding (data.batches)
@@ -124,7 +128,7 @@ class TrainConfig(RuntimeConfig):
     def task(self, name: str):
         """data.tasks' Task of `name` with this config's options (those of addition for addition only)."""
         addition = name == "addition"
-        return get_task(name, *(getattr(self, key) and addition for key in ADDITION_KEYS))
+        return get_task(name, *(getattr(self if addition else TrainConfig, key) for key in ADDITION_KEYS))
 
     def task_sizes(self) -> tuple[int, int] | None:
         """(n_train, n_eval) of a task dataset, None for a corpus; ValueError for task_* values that do not
@@ -153,6 +157,7 @@ class TrainConfig(RuntimeConfig):
         if self.tokenizer != "char":
             raise ValueError(f"a task has its own characters: use tokenizer='char', not {self.tokenizer!r}")
         limit = min(task.max_n or MAX_TASK_N for task in tasks)
+        check_ints(self, ("task_width",), 0, limit)
         if self.task_n_train is not None:
             check_ints(self, ("task_n_train",), 1, limit)
         n_train = 16 if self.task_n_train is None else self.task_n_train

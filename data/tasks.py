@@ -16,6 +16,12 @@ ends with the end mark ".", so a model must also know where to stop:
               With `marks=True` each operand is written after an end mark and one zero, .0042+.0785=7280.:
               the mark and the zero have significances n + 1 and n, like the answer's end mark and carry-out
               digit, so with coupled ids every answer token has operand tokens at its id (docs/TASKS.md).
+              With `width=W` both operands are written with at least W digits, the sum with W + 1: every
+              size up to W shares one layout, 000042+000785=7280000., as in Karpathy's minGPT adder, so
+              the digits to add sit at the same positions whatever n is. With `lsb=True` the operands are
+              written least significant digit first too (McLeish et al. 2024): 568000+032000=5901000.;
+              with a width, each answer digit then sits at fixed distances from the two digits it adds
+              (what a relative scheme can find in one layer; docs/TASKS.md).
     recall    n key-value pairs (distinct keys a-z, digit values), "?", a key, "=", its value   a3q7c1?q=7.
     passkey   n filler letters with "#" and a 5-digit passkey planted at a random depth, then "?=" and the
               passkey (Mohtashami & Jaggi 2023, at character level)   kzq#40213ubw?=40213.
@@ -53,8 +59,8 @@ class Task:
     max_n: int | None = None
     operands = 1  # 2: a problem has two numbers, whose digit counts `pair` sets
 
-    def __init__(self, plain: bool = False, hints: bool = False, marks: bool = False):
-        self.plain, self.hints, self.marks = plain, hints, marks
+    def __init__(self, plain=False, hints=False, marks=False, width: int = 0, lsb=False):
+        self.plain, self.hints, self.marks, self.width, self.lsb = plain, hints, marks, width, lsb
         self.chars = sorted(set(PAD + END + self.symbols + (HINTS if hints else "")))
         self.stoi = {c: i for i, c in enumerate(self.chars)}
 
@@ -129,9 +135,11 @@ class Addition(Task):
         return self._written(rng, number(na), number(nb), train=False)
 
     def _written(self, rng, a: str, b: str, train: bool) -> tuple[str, str]:
+        a, b = a.zfill(self.width), b.zfill(self.width)  # the fixed layout, if any: every size written alike
         n = len(a)
         total = str(int(a) + int(b)).zfill(n + 1)
         answer = total if self.plain else total[::-1]
+        a, b = (a[::-1], b[::-1]) if self.lsb else (a, b)
         if self.marks:
             a, b = END + "0" + a, END + "0" + b
         if not self.hints:
@@ -141,12 +149,13 @@ class Addition(Task):
         def hinted(digits: str, sig: range) -> str:
             return "".join(HINTS[r + s] + d for s, d in zip(sig, digits, strict=True))
 
-        descending, ascending = range(n - 1, -1, -1), range(n + 1)
-        out = hinted(answer, range(n, -1, -1) if self.plain else ascending)
-        return f"{hinted(a, descending)}+{hinted(b, descending)}=", out + END
+        operand = range(n) if self.lsb else range(n - 1, -1, -1)
+        out = hinted(answer, range(n, -1, -1) if self.plain else range(n + 1))
+        return f"{hinted(a, operand)}+{hinted(b, operand)}=", out + END
 
     def significance(self, n):
-        operand = list(range(n - 1, -1, -1))  # most significant first
+        n = max(n, self.width)
+        operand = list(range(n)) if self.lsb else list(range(n - 1, -1, -1))  # most significant first
         answer = list(range(n, -1, -1)) if self.plain else list(range(n + 1))
         if self.hints:  # each digit after its hint
             operand = [x for s in operand for x in (OTHER, s)]
@@ -180,18 +189,19 @@ class Passkey(Task):
 TASKS = {cls.name: cls for cls in (Copy, Reverse, Sort, Addition, Recall, Passkey)}
 
 
-def get_task(name: str, plain: bool = False, hints: bool = False, marks: bool = False) -> Task:
+def get_task(name: str, plain=False, hints=False, marks=False, width: int = 0, lsb=False) -> Task:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; tasks: {sorted(TASKS)}, e.g. --dataset=task:copy")
-    for option, value in (("task_plain", plain), ("task_hints", hints), ("task_marks", marks)):
+    options = dict(task_plain=plain, task_hints=hints, task_marks=marks, task_width=width, task_lsb=lsb)
+    for option, value in options.items():
         if value and name != "addition":
             raise ValueError(f"{option} is an option of task:addition only, not task:{name}")
-    if marks and (plain or hints):
+    if marks and (plain or hints or lsb):
         raise ValueError(
-            "task_marks is for a sum written least significant digit first without hints: drop "
-            "task_plain and task_hints"
+            "task_marks is for operands written most significant digit first and a sum least significant "
+            "first, without hints: drop task_plain, task_hints and task_lsb"
         )
-    return TASKS[name](plain, hints, marks)
+    return TASKS[name](plain, hints, marks, width, lsb)
 
 
 def structured_ids(task: Task, n: int, kind: str, start: int) -> np.ndarray:
@@ -209,9 +219,9 @@ def task_meta(task: Task, n_train: int, n_eval: int) -> dict:
     """What a checkpoint records of the task, like a prepared corpus's meta.json: the char tokenizer's state
     and a digest of the task's definition (what resume and evaluation check)."""
     definition = {"task": task.name, "plain": task.plain, "chars": task.chars, "n_train": n_train}
-    for option in ("hints", "marks"):  # definitions without them keep the digest they had
+    for option in ("hints", "marks", "width", "lsb"):  # definitions without them keep the digest they had
         if getattr(task, option):
-            definition[option] = True
+            definition[option] = getattr(task, option)
     digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
     return {
         "dataset": f"task:{task.name}",
@@ -223,6 +233,8 @@ def task_meta(task: Task, n_train: int, n_eval: int) -> dict:
         "plain": task.plain,
         "hints": task.hints,
         "marks": task.marks,
+        "width": task.width,
+        "lsb": task.lsb,
         "n_train": n_train,
         "n_eval": n_eval,
     }

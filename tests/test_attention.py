@@ -10,6 +10,7 @@ import torch
 from helpers import model_for, tiny
 
 from attention import Spec, attend, ssmax_gain, stick_breaking, visible_keys, weights
+from positional import Positions
 
 G = torch.Generator().manual_seed(0)
 
@@ -41,15 +42,19 @@ def textbook(q, k, v, bias=None, seen=None, sink=None, gain=None):
 
 @pytest.mark.parametrize("T, S", [(7, 7), (3, 9), (1, 12)])
 @pytest.mark.parametrize(
-    "parts", [(), ("bias",), ("window",), ("sink",), ("gain",), ("bias", "window", "sink", "gain")]
+    "parts",
+    [(), ("bias",), ("window",), ("ids",), ("sink",), ("gain",), ("bias", "window", "ids", "sink", "gain")],
 )
 def test_attend_through_sdpa_equals_the_explicit_weights_and_the_textbook(T, S, parts):
     q, k, v = qkv(T=T, S=S)
     window = 4 if "window" in parts else None
+    ids = torch.randint(0, 6, (2, S), generator=G) if "ids" in parts else None  # back and forth, per row
+    pos = Positions(T, S) if ids is None else Positions(T, S, ids[:, S - T :], ids)
     bias = torch.randn(1, 4, T, S, generator=G) if "bias" in parts else None
     sink = torch.randn(4, generator=G) if "sink" in parts else None
-    gain = ssmax_gain(torch.rand(4, generator=G) + 0.5, T, S, window, "cpu") if "gain" in parts else None
-    visible = visible_keys(T, S, window, "cpu")
+    visible = visible_keys(pos, window, 2 if "ids" in parts else None, "cpu")
+    seen = causal(T, S) if visible is None else visible
+    gain = ssmax_gain(torch.rand(4, generator=G) + 0.5, seen) if "gain" in parts else None
     spec = Spec(T, S, 1 / math.sqrt(8), visible, bias, gain, sink)
     expected, probs = textbook(q, k, v, bias, visible, sink, gain)
     torch.testing.assert_close(attend(q, k, v, spec), expected, rtol=1e-5, atol=1e-5)
@@ -77,22 +82,40 @@ def test_sinks_are_gpt_oss_attention():
 
 def test_a_window_hides_every_key_past_it_and_a_wide_one_is_full_attention():
     for T, S, w in [(9, 9, 3), (2, 12, 5)]:
-        seen = visible_keys(T, S, w, "cpu")
+        seen = visible_keys(Positions(T, S), w, None, "cpu")
         i = torch.arange(S - T, S)[:, None]
         j = torch.arange(S)[None]
         assert torch.equal(seen, (j <= i) & (i - j < w))
+        # an id window of D over implicit ids is a window of D + 1 tokens
+        assert torch.equal(visible_keys(Positions(T, S), None, w - 1, "cpu")[0, 0], seen)
     q, k, v = qkv()
-    full, wide = Spec(7, 7, 1 / math.sqrt(8)), Spec(7, 7, 1 / math.sqrt(8), visible_keys(7, 7, 7, "cpu"))
+    wide = visible_keys(Positions(7, 7), 7, None, "cpu")
+    full, wide = Spec(7, 7, 1 / math.sqrt(8)), Spec(7, 7, 1 / math.sqrt(8), wide)
     torch.testing.assert_close(attend(q, k, v, wide), attend(q, k, v, full))
+
+
+def test_an_id_window_hides_the_keys_whose_ids_are_far_from_the_querys():
+    """Coupled ids go back and forth: key j is seen iff j <= i and |id_i - id_j| <= D, per sequence."""
+    ids = torch.tensor([[4, 3, 2, 1, 4, 3, 2, 1, 2, 3, 4, 5], [9, 1, 9, 1, 9, 1, 9, 1, 9, 1, 9, 1]])
+    seen = visible_keys(Positions(12, 12, ids, ids), None, 1, "cpu")  # (2, 1, 12, 12)
+    for b in range(2):
+        for i in range(12):
+            for j in range(12):
+                assert bool(seen[b, 0, i, j]) == (j <= i and abs(int(ids[b, i] - ids[b, j])) <= 1)
 
 
 def test_ssmax_gain_is_s_log_n():
     """Nakanishi 2025: logits times s log n, n the keys a query sees: i + 1, at most the window."""
     s = torch.tensor([0.5, 2.0])
-    gain = ssmax_gain(s, 3, 10, None, "cpu")  # queries 7, 8, 9
+    gain = ssmax_gain(s, causal(3, 10))  # queries 7, 8, 9
     torch.testing.assert_close(gain[0, :, :, 0], s[:, None] * torch.log(torch.tensor([8.0, 9, 10]))[None])
+    windowed = visible_keys(Positions(3, 10), 4, None, "cpu")
+    torch.testing.assert_close(ssmax_gain(s, windowed)[0, 1, :, 0], 2.0 * torch.full((3,), math.log(4)))
+    ids = torch.tensor([[5, 1, 5, 1, 5], [0, 1, 2, 3, 4]])  # with an id window: the keys each row sees
+    few = visible_keys(Positions(2, 5, ids[:, 3:], ids), None, 0, "cpu")  # same id only
+    assert ssmax_gain(s, few).shape == (2, 2, 2, 1)
     torch.testing.assert_close(
-        ssmax_gain(s, 3, 10, 4, "cpu")[0, 1, :, 0], 2.0 * torch.full((3,), math.log(4))
+        ssmax_gain(s, few)[:, 0, :, 0].exp(), torch.tensor([[2.0, 3.0], [1, 1]]) ** 0.5
     )
 
 
@@ -131,6 +154,7 @@ OPTIONS = [
     dict(window=3),
     dict(window=3, window_pattern="SL"),
     dict(window=4, window_pattern="SSSL", attn_sink=True, ssmax=True),
+    dict(id_window=5, ssmax=True),
 ]
 
 
@@ -164,6 +188,7 @@ def test_option_parameters_are_position_parameters_and_the_options_are_validated
         (dict(window=4, window_pattern="sssl"), "did you mean --window_pattern=SSSL"),
         (dict(window=4, window_pattern="SXL"), r"S \(window\) or L \(all keys\).*got .SXL.$"),
         (dict(window=0), "window must be an integer in"),
+        (dict(id_window=-1), "id_window must be an integer in"),
         (dict(pos_enc="stickbreaking", attn_sink=True), "attn_sink joins a softmax"),
     ]:
         with pytest.raises(ValueError, match=match):

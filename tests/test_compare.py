@@ -434,6 +434,13 @@ def test_every_grid_is_checked_before_any_run_trains(tmp_path):
     entries = ["--block_size=64", "--schemes=rope:random_positions=30"]  # M > each task's block, < 64
     configs = parse_config([*argv, *entries], ModelConfig, TrainConfig, EvalConfig, CompareConfig)
     assert [g.model.block_size for g in compare.plan_grids(*configs)] == [13, 21]
+    wide = parse_config(
+        [*argv, *entries, "--task_width=8"], ModelConfig, TrainConfig, EvalConfig, CompareConfig
+    )
+    assert [g.model.block_size for g in compare.plan_grids(*wide)] == [
+        13,
+        27,
+    ]  # 8 digits wide, copy as it was
     with pytest.raises(
         ValueError, match="task_plain is an option of task:addition, not of dataset='task:copy'"
     ):

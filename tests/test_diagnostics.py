@@ -11,7 +11,7 @@ import torch
 from helpers import model_for
 
 import diagnostics
-from attention import stick_breaking
+from attention import stick_breaking, visible_keys
 from diagnostics import attention_stats, row_stats, summarise
 from positional import POS_ENCODINGS, LayerContext, Positions
 from runtime import Precision
@@ -23,7 +23,7 @@ def test_uniform_causal_attention_by_hand():
     """w_ij = 1/(i+1): H_i = log(i+1), normalised 1, distance i/2, first 1/(i+1), beyond L=2: (i-1)/(i+1)."""
     T = 6
     w = torch.ones(T, T).tril() / torch.arange(1, T + 1)[:, None]
-    s = {k: v[0, 0] for k, v in row_stats(w[None, None], L=2, window=None).items()}
+    s = {k: v[0, 0] for k, v in row_stats(w[None, None], L=2).items()}
     i = torch.arange(T, dtype=torch.float32)
     torch.testing.assert_close(s["entropy"], (i + 1).log())
     torch.testing.assert_close(s["entropy_norm"][1:], torch.ones(T - 1))
@@ -37,13 +37,13 @@ def test_one_hot_sink_and_window_by_hand():
     T = 5
     first = torch.zeros(T, T)
     first[:, 0] = 1  # all mass on the first token
-    s = row_stats(first[None, None], L=3, window=None)
+    s = row_stats(first[None, None], L=3)
     assert (s["entropy"] == 0).all() and (s["first"] == 1).all()
     torch.testing.assert_close(s["distance"][0, 0], torch.arange(T, dtype=torch.float32))
     torch.testing.assert_close(s["beyond_L"][0, 0], torch.tensor([0.0, 0, 0, 1, 1]))
     half = torch.zeros(T, T)  # half of each row on its own token, the other half in a sink (the rest)
     half[range(T), range(T)] = 0.5
-    s = row_stats(half[None, None], L=3, window=2)
+    s = row_stats(half[None, None], L=3, seen=visible_keys(Positions(T, T), 2, None, "cpu"))
     torch.testing.assert_close(s["entropy"][0, 0], torch.full((T,), math.log(2)))
     n = torch.tensor([1.0, 2, 2, 2, 2])  # a window of 2: at most 2 keys visible
     torch.testing.assert_close(s["entropy_norm"][0, 0, 1:], math.log(2) / n[1:].log())
@@ -77,7 +77,7 @@ def test_the_pass_reads_the_models_own_attention(pos_enc):
     x = model.transformer.drop(model.transformer.wpe.embed(model.transformer.wte(idx), Positions(16, 16)))
     torch.testing.assert_close(seen[0], layer_weights(model, 0, x), rtol=1e-5, atol=1e-6)
     stats = attention_stats(model, [(idx, None, None)], 8, FP32)
-    for key, x in row_stats(seen[1], 8, None).items():
+    for key, x in row_stats(seen[1], 8).items():
         torch.testing.assert_close(torch.tensor(stats[key][1]), x.nanmean((0, 2)), rtol=1e-5, atol=1e-6)
     assert len(stats["entropy_by_pos"][0][0]) == 4  # bins of L/2 = 4 query positions
     assert set(summarise(stats)) == set(diagnostics.KEYS)
@@ -89,12 +89,32 @@ def test_no_more_than_one_layer_of_weights_is_alive(monkeypatch):
     refs, alive = [], []
     real = diagnostics.row_stats
 
-    def counting(w, L, window):
+    def counting(w, L, seen):
         gc.collect()
         alive.append(sum(r() is not None for r in refs))
         refs.append(weakref.ref(w))
-        return real(w, L, window)
+        return real(w, L, seen)
 
     monkeypatch.setattr(diagnostics, "row_stats", counting)
     attention_stats(model, [(torch.zeros(2, 16, dtype=torch.long), None, None)], 8, FP32)
     assert alive == [0, 0, 0, 0]
+
+
+def test_an_id_window_counts_only_the_keys_it_lets_a_query_see():
+    """n_i under an id window is the number of keys within it, per sequence: the weights outside are 0 and
+    the normalised entropy divides by log of that count."""
+    model = model_for("rope", random_positions=8, id_window=1).eval()
+    idx = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(1, 8, (2, 16), generator=torch.Generator().manual_seed(1))
+    observed = {}
+    model(idx, None, ids, observe=lambda layer, w: observed.setdefault(layer, w))
+    seen = visible_keys(Positions(16, 16, ids, ids), None, 1, "cpu")
+    assert (observed[0].masked_select(~seen.expand_as(observed[0])) == 0).all()
+    stats = attention_stats(model, [(idx, ids, None)], 8, FP32)
+    expected = row_stats(observed[0], 8, seen)["entropy_norm"]
+    torch.testing.assert_close(
+        torch.tensor(stats["entropy_norm"][0]), expected.nanmean((0, 2)), rtol=1e-5, atol=0
+    )
+    assert not torch.allclose(
+        expected.nanmean((0, 2)), row_stats(observed[0], 8)["entropy_norm"].nanmean((0, 2))
+    )

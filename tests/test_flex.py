@@ -61,3 +61,11 @@ def test_the_kernel_choice_and_the_cpus_limits():
         flex_attend(q.detach(), q.detach(), q.detach(), spec, dropout=0.1)
     with pytest.raises(ValueError, match="attention must be one of"):
         model_for("rope", attention="triton")
+
+
+def test_flex_equals_sdpa_with_an_id_window_over_a_tasks_ids():
+    """An id window is a mask per sequence (a BlockMask with a batch dim); SSMax counts what it sees."""
+    sdpa, flex = both(model_for("rope", random_positions=8, id_window=2, ssmax=True))
+    idx, ids = torch.randint(0, 65, (2, 16), generator=G), torch.randint(1, 8, (2, 16), generator=G)
+    with torch.no_grad():
+        torch.testing.assert_close(flex(idx, idx, ids)[0], sdpa(idx, idx, ids)[0], rtol=1e-4, atol=1e-5)

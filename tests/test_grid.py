@@ -92,6 +92,10 @@ def test_entries_set_train_keys_and_keep_the_min_lr_ratio():
     )
     assert (model.pos_enc, train.learning_rate, train.pos_lr_mult) == ("t5", 3e-3, 10.0)
     assert train.min_lr == pytest.approx(3e-4)
+    _, short = grid.entry_configs(ModelConfig(), TrainConfig(), "rope:max_iters=500:lr_decay_iters=500")
+    assert (short.max_iters, short.lr_decay_iters) == (500, 500)  # an entry's own budget
+    with pytest.raises(ValueError, match="lr_decay_iters"):  # validated as any other value
+        grid.entry_configs(ModelConfig(), TrainConfig(warmup_iters=100), "rope:lr_decay_iters=50")
     with pytest.raises(ValueError, match="drop one of the two"):
         grid.CompareConfig(schemes=("rope:learning_rate=1e-3",), tune_lrs=(1e-3, 3e-3))
     with pytest.raises(ValueError, match="reference='alibi' is not one of the entries"):

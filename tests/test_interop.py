@@ -77,6 +77,7 @@ def test_export_saves_a_directory_that_auto_classes_load(tmp_path):
         (dict(pos_enc="alibi", bias=True), r"MptForCausalLM has no counterpart for \{'bias': True\}"),
         (dict(pos_enc="alibi", n_head=3, n_embd=24, bias=False), r"'n_head': 3"),
         (dict(pos_enc="rope", qk_norm=True), "'qk_norm': True"),
+        (dict(pos_enc="rope", id_window=4), "'id_window': 4"),
         (dict(pos_enc="rope", rope_fraction=0.5), "'rope_fraction': 0.5"),
         (dict(pos_enc="rope", rope_scaling={"rope_type": "ntk", "factor": 2.0}), "rope_scaling"),
         (dict(pos_enc="rope", n_kv_head=2), "'n_kv_head': 2"),

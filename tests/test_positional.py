@@ -216,3 +216,20 @@ def test_decoding_with_ids_is_not_cropped_to_the_id_range(pos_enc):
     idx = torch.randint(0, 65, (3, 16), generator=torch.Generator().manual_seed(7))
     ids = torch.randint(1, 8, (3, 16), generator=torch.Generator().manual_seed(8))
     _assert_decoding_equals_recomputation(model, idx, positions=ids)
+
+
+@pytest.mark.parametrize("pos_enc", [n for n in TAKERS if POS_ENCODINGS[n].position_ids == "any"])
+def test_an_id_window_decodes_through_the_cache_and_a_wide_one_is_no_window(pos_enc):
+    """id_window=D hides the keys more than D ids from the query, per sequence and in the cache too (it keeps
+    each key's id); a D past every distance in the ids changes nothing."""
+    idx = torch.randint(0, 65, (3, 16), generator=torch.Generator().manual_seed(9))
+    ids = torch.randint(1, 8, (3, 16), generator=torch.Generator().manual_seed(10))  # back and forth
+    model = model_for(pos_enc, random_positions=8, id_window=2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(20)
+    _assert_decoding_equals_recomputation(model, idx, positions=ids)
+    wide, plain = model_for(pos_enc, random_positions=8, id_window=6), model_for(pos_enc, random_positions=8)
+    plain.load_state_dict(model.state_dict()), wide.load_state_dict(model.state_dict())
+    torch.testing.assert_close(wide(idx, idx, ids), plain(idx, idx, ids))
+    assert not torch.allclose(model(idx, idx, ids)[0], plain(idx, idx, ids)[0])

@@ -1,15 +1,19 @@
 """data/sources.py: a corpus and a task behind one interface; batches pure functions of their seeds, the
 fixed evaluation batches, the model's block_size and the training length of a task."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from helpers import tiny_corpus
 
+from attention import visible_keys
 from data import batches
 from data.sources import TaskSource, TextSource, check_range, load_source
 from data.tasks import get_task, structured_ids
-from model import ModelConfig
+from model import GPT, ModelConfig
+from positional import Positions
 from training import TrainConfig
 
 
@@ -138,3 +142,29 @@ def test_coupled_ids_fit_the_table_with_and_without_end_marks(marks):
     assert next(t for t in source.ids([12], 60, rng=None) if t is not None).max() == need - 1
     ids = source.batch((0, 1, 0), 256)[2]
     assert ids.max() == need - 1 and ids.min() == 0
+
+
+def test_an_id_window_as_wide_as_the_trained_ids_hides_nothing_in_training():
+    """Coupled ids with end marks span n + 2 in a problem of size n, so with id_window = n_train + 2 every
+    scored query of a training batch sees every key before it: the same loss (to float rounding: the mask
+    takes another shape through SDPA), while past n_train the window hides the distances training never
+    showed (docs/TASKS.md); one less hides keys."""
+    cfg = TrainConfig(
+        dataset="task:addition", task_n_train=4, task_n_eval=8, task_positions="coupled", task_marks=True
+    )
+    shape = dict(n_layer=1, n_head=2, n_embd=32, vocab_size=14, block_size=32, random_positions=14)
+    plain = GPT(ModelConfig(pos_enc="rope", attn_sink=True, ssmax=True, **shape))
+    source = load_source(cfg, plain.config)
+    x, y, ids = source.batch((0, 1, 0), 64)[:3]
+    T = x.size(1)
+    scored = (y != -1)[:, None, :, None]  # (B, 1, T, 1): the queries whose predictions count
+    for window, hides in ((6, False), (5, True)):
+        seen = visible_keys(Positions(T, T, ids, ids), None, window, "cpu")
+        assert bool((scored & (seen != Positions(T, T).causal("cpu"))).any()) == hides
+        windowed = GPT(dataclasses.replace(plain.config, id_window=window))
+        windowed.load_state_dict(plain.state_dict())
+        loss, reference = windowed(x, y, ids)[1], plain(x, y, ids)[1]
+        if hides:
+            assert not torch.equal(loss, reference)
+        else:
+            torch.testing.assert_close(loss, reference, rtol=1e-6, atol=0)

@@ -178,6 +178,51 @@ def test_end_marks_align_the_answers_edge_with_the_operands():
         get_task("copy", marks=True)
 
 
+def test_a_fixed_width_writes_every_size_in_one_layout():
+    """task_width=W pads both operands to W digits and the sum to W + 1 (minGPT's adder), so sizes 1 .. W
+    share one length and the digits of one significance one position; past W a problem is at its own size.
+    Significance, coupled ids and operand pairs follow the written layout; the digest changes only with it."""
+    wide = get_task("addition", width=6)
+    assert wide.problem(np.random.default_rng(0), 3) == ("000865+000230=", "5901000.")
+    assert {wide.lengths(n) for n in range(1, 7)} == {(14, 8)} and wide.lengths(8) == (18, 10)
+    for seed in range(20):
+        prompt, answer = wide.problem(np.random.default_rng(seed), int(seed % 6) + 1, train=True)
+        assert solve("addition", prompt) == answer and len(prompt) == 14
+    ids = structured_ids(wide, 2, "coupled", 1).tolist()
+    assert ids == [*range(7, 1, -1), 1, *range(7, 1, -1), 1, *range(2, 9), 0]
+    marked = get_task("addition", marks=True, width=4)
+    assert marked.problem(np.random.default_rng(0), 3) == (".00865+.00230=", "59010.")
+    assert len(marked.significance(1)) == sum(marked.lengths(1))
+    assert all(len(p) == 14 for p, _ in eval_pairs(wide, 2, 5, 10, seed=0))
+    assert (
+        task_meta(get_task("addition"), 3, 9)["source_sha256"]
+        == task_meta(get_task("addition", width=0), 3, 9)["source_sha256"]
+        != task_meta(wide, 3, 9)["source_sha256"]
+    )
+    with pytest.raises(ValueError, match="task_width is an option of task:addition only"):
+        get_task("copy", width=4)
+
+
+def test_operands_least_significant_first_are_mcleish_et_als_order():
+    """task_lsb writes the operands as the answer, units first (McLeish et al.): with a width, the digits of
+    one significance sit at fixed distances (W + 1 apart, the answer's 2W + 2 after a's); hints follow the
+    order; significance and coupled ids follow the digits; end marks are refused with it."""
+    task = get_task("addition", width=6, lsb=True)
+    assert task.problem(np.random.default_rng(0), 3) == ("568000+032000=", "5901000.")
+    for seed in range(20):
+        prompt, answer = task.problem(np.random.default_rng(seed), int(seed % 6) + 1)
+        a, b = prompt[:-1].split("+")
+        assert int(a[::-1]) + int(b[::-1]) == int(answer[:-1][::-1])
+    sig = task.significance(3)
+    assert [sig.index(s) for s in range(7)] == [0, 1, 2, 3, 4, 5, 20] and sig[7:13] == list(range(6))
+    ids = structured_ids(task, 3, "coupled", 1).tolist()
+    assert ids[:6] == ids[7:13] == ids[14:20] == [2, 3, 4, 5, 6, 7]
+    hinted = get_task("addition", hints=True, lsb=True)
+    assert hinted.problem(np.random.default_rng(0), 3) == ("a5b6c8+a0b3c2=", "a5b9c0d1.")
+    with pytest.raises(ValueError, match="drop task_plain, task_hints and task_lsb"):
+        get_task("addition", marks=True, lsb=True)
+
+
 def test_operand_pairs_have_the_digits_asked_for():
     """eval_pairs: a has exactly na digits and b nb (no leading zero past one digit), both zero-padded to
     the longer; the answer is the sum's; a pure function of the seed."""

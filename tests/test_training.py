@@ -30,6 +30,10 @@ from training import TrainConfig, configure_optimizers, get_lr, model_at, set_lr
         dict(device="gpu0"),
         dict(task_buckets=65, dataset="task:copy", batch_size=64),
         dict(batch_size=True),
+        dict(task_width=-1, dataset="task:addition"),
+        dict(task_width=52, dataset="task:addition", task_hints=True),
+        dict(task_width=4, dataset="task:copy"),
+        dict(task_lsb=True, dataset="task:copy"),
         dict(out_dir=""),
     ],
 )
