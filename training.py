@@ -10,15 +10,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import check_ints, check_number
 from data import batches
-from data.tasks import get_task
+from data.tasks import OPTIONS, get_task
 from model import ModelConfig
 from positional import POS_ENCODINGS
 from runtime import Precision, RuntimeConfig
 
 DROPPED = "none"  # what DroPE leaves
 MAX_SEED = 2**63 - 1  # seeds stay valid for torch.manual_seed after compare.py and DDP add small offsets
-# data.tasks.get_task's options, in its order
-ADDITION_KEYS = ("task_plain", "task_hints", "task_marks", "task_width", "task_lsb")
+ADDITION_KEYS = tuple(f"task_{option}" for option in OPTIONS)  # data.tasks.get_task's options, in its order
 MAX_TASK_N = 1000  # the largest problem size of a task (addition at 1000 digits: 3,004 tokens)
 
 

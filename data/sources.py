@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from data import batches
-from data.tasks import Task, encode_batch, get_task, sample_problems, structured_ids, task_meta
+from data.tasks import OPTIONS, Task, encode_batch, get_task, sample_problems, structured_ids, task_meta
 from model import generate_text
 from positional import POS_ENCODINGS
 
@@ -193,7 +193,7 @@ def default_prompt(meta: dict) -> str:
     """What a sample of a run starts from, by its checkpoint's meta: for a task, the prompt of one problem
     of the largest trained size; for text a newline when the corpus has one, else its first character."""
     if meta["dataset"].startswith("task:"):
-        options = (meta.get(k, False) for k in ("plain", "hints", "marks", "width", "lsb"))
+        options = (meta.get(option, False) for option in OPTIONS)
         task = get_task(meta["dataset"].removeprefix("task:"), *options)
         return task.problem(np.random.default_rng(0), meta["n_train"])[0]
     chars = meta.get("chars")

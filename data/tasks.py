@@ -49,6 +49,8 @@ LETTERS, DIGITS = "abcdefghijklmnopqrstuvwxyz", "0123456789"
 PAD, END = "_", "."
 HINTS = LETTERS + LETTERS.upper()  # index hints, in order
 SEPARATOR, OTHER = -1, -2  # `significance` of "+" and "=", and of every other non-digit token
+# task:addition's options, in get_task's order: TrainConfig's task_<option>, a checkpoint meta's <option>
+OPTIONS = ("plain", "hints", "marks", "width", "lsb")
 
 
 class Task:
@@ -59,7 +61,9 @@ class Task:
     max_n: int | None = None
     operands = 1  # 2: a problem has two numbers, whose digit counts `pair` sets
 
-    def __init__(self, plain=False, hints=False, marks=False, width: int = 0, lsb=False):
+    def __init__(
+        self, plain: bool = False, hints: bool = False, marks: bool = False, width: int = 0, lsb: bool = False
+    ):
         self.plain, self.hints, self.marks, self.width, self.lsb = plain, hints, marks, width, lsb
         self.chars = sorted(set(PAD + END + self.symbols + (HINTS if hints else "")))
         self.stoi = {c: i for i, c in enumerate(self.chars)}
@@ -219,7 +223,7 @@ def task_meta(task: Task, n_train: int, n_eval: int) -> dict:
     """What a checkpoint records of the task, like a prepared corpus's meta.json: the char tokenizer's state
     and a digest of the task's definition (what resume and evaluation check)."""
     definition = {"task": task.name, "plain": task.plain, "chars": task.chars, "n_train": n_train}
-    for option in ("hints", "marks", "width", "lsb"):  # definitions without them keep the digest they had
+    for option in OPTIONS[1:]:  # definitions without them keep the digest they had
         if getattr(task, option):
             definition[option] = getattr(task, option)
     digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
@@ -230,11 +234,7 @@ def task_meta(task: Task, n_train: int, n_eval: int) -> dict:
         "vocab_size": len(task.chars),
         "source": f"task:{task.name}",
         "source_sha256": digest,
-        "plain": task.plain,
-        "hints": task.hints,
-        "marks": task.marks,
-        "width": task.width,
-        "lsb": task.lsb,
+        **{option: getattr(task, option) for option in OPTIONS},
         "n_train": n_train,
         "n_eval": n_eval,
     }
