@@ -7,7 +7,8 @@
 # (docs/TASKS.md). The baselines (rope, none, learned, alibi) get the layout plain schemes can learn: both
 # operands 10 digits wide and written units first (task_width, task_lsb), so each answer digit's inputs sit
 # at fixed distances: learned and rope learn n <= 10 (loss < 0.01 by step 800, hence their 1500 steps, which
-# keep the grid well under 30 minutes); NoPE and ALiBi do not in one layer (docs/TASKS.md).
+# keep the grid well under 30 minutes); NoPE and ALiBi do not in one layer (docs/TASKS.md); ALiBi does with
+# index hints in two: config/addition_hints.py.
 # 21 minutes with --jobs=2 on 2 cores (2026-12-07).
 # python compare.py config/addition.py --jobs=2
 

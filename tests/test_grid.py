@@ -48,7 +48,7 @@ def test_presets_parse(preset):
         assert later <= set(schemes)
 
 
-@pytest.mark.parametrize("preset", ["addition.py", "tasks_cpu.py", "tasks_quick.py"])
+@pytest.mark.parametrize("preset", ["addition.py", "addition_hints.py", "tasks_cpu.py", "tasks_quick.py"])
 def test_task_presets_parse_and_every_entry_has_its_source(preset):
     """Every entry of a task preset builds, with its own task options, a source its model can take."""
     types_ = (ModelConfig, TrainConfig, EvalConfig, grid.CompareConfig)
