@@ -37,7 +37,7 @@ from report import write_report
 from rundir import CKPT, CONFIG, load_run, lock, read_checkpoint, read_record, read_summary, write_record
 from runtime import auto_device
 from train import train
-from training import ADDITION_KEYS, TrainConfig
+from training import TrainConfig
 
 DEFAULT_PRESET = CONFIG_DIR / "ablation_quick.py"
 
@@ -100,9 +100,7 @@ def plan_grids(model_cfg, train_cfg: TrainConfig, ev: EvalConfig, cmp: CompareCo
         tcfg, out = train_cfg, Path(cmp.report_dir or train_cfg.out_dir)
         if task:
             folder = Path(train_cfg.out_dir) / task
-            keys = {"dataset": f"task:{task}", "out_dir": str(folder)}
-            for option in ADDITION_KEYS:
-                keys[option] = getattr(train_cfg if task == "addition" else TrainConfig, option)
+            keys = {"dataset": f"task:{task}", "out_dir": str(folder), **train_cfg.addition_options(task)}
             tcfg = dataclasses.replace(train_cfg, **(keys | (cmp.task_overrides or {}).get(task, {})))
             out = Path(cmp.report_dir) / task if cmp.report_dir else folder
         source = load_source(tcfg, model_cfg)

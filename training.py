@@ -124,10 +124,15 @@ class TrainConfig(RuntimeConfig):
             return []
         return [t.strip() for t in self.dataset.removeprefix("task:").split(",") if t.strip()]
 
+    def addition_options(self, name: str) -> dict:
+        """The task_* options task `name` gets, in get_task's order: this config's for addition, the defaults
+        for any other task (a grid of task:copy,addition sets them for addition only)."""
+        source = self if name == "addition" else TrainConfig
+        return {key: getattr(source, key) for key in ADDITION_KEYS}
+
     def task(self, name: str):
         """data.tasks' Task of `name` with this config's options (those of addition for addition only)."""
-        addition = name == "addition"
-        return get_task(name, *(getattr(self if addition else TrainConfig, key) for key in ADDITION_KEYS))
+        return get_task(name, *self.addition_options(name).values())
 
     def task_sizes(self) -> tuple[int, int] | None:
         """(n_train, n_eval) of a task dataset, None for a corpus; ValueError for task_* values that do not

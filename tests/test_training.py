@@ -42,6 +42,16 @@ def test_train_config_rejects_bad_values(bad):
         TrainConfig(**bad)
 
 
+def test_addition_options_reach_addition_only():
+    """A grid of task:copy,addition gives its task_* options to addition; copy gets the defaults."""
+    cfg = TrainConfig(dataset="task:copy,addition", task_width=10, task_lsb=True)
+    options = cfg.addition_options("addition")
+    assert list(options) == list(training.ADDITION_KEYS)
+    assert options["task_width"] == 10 and options["task_lsb"] is True
+    assert cfg.addition_options("copy") == TrainConfig().addition_options("addition")
+    assert cfg.task("addition").width == 10 and cfg.task("copy").width == 0
+
+
 def test_lr_schedule():
     cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, lr_decay_iters=110)
     lrs = [get_lr(it, cfg) for it in range(130)]
