@@ -27,6 +27,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from positional import LayerContext, PositionalEncoding, Positions, register
 
@@ -264,15 +265,44 @@ class CoPE(PositionalEncoding):
 
     def layer_bias(self, shared, q, k, ctx: LayerContext):
         with torch.autocast(q.device.type, enabled=False):  # sums of up to S gates: float32
-            q, k = q.float(), k.float()
-            gates = torch.sigmoid(q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)))  # (B, nh, T, S)
-            gates = gates.masked_fill(~ctx.visible, 0.0)  # only the keys the query sees count
-            cum = gates.cumsum(-1)  # p_ij = sum over t >= j = the row's total - (sum over t < j); no flips
-            pos = (cum[..., -1:] - cum + gates).clamp(max=self.max_pos - 1)
-            logits = q @ self.pos_emb[ctx.layer].t()  # (B, nh, T, max_pos): q_i.e[p] at every integer p
-            low = pos.floor()
-            w = pos - low
-            lo = low.long()
-            hi = (lo + 1).clamp(max=self.max_pos - 1)  # = ceil where w > 0; where w = 0 it gets weight 0
-            at_low, at_high = logits.gather(-1, torch.cat((lo, hi), -1)).split(lo.size(-1), -1)  # one gather
-            return at_low + w * (at_high - at_low)  # (B, nh, T, S)
+            return ContextualBias.apply(q.float(), k.float(), self.pos_emb[ctx.layer], ctx.visible)
+
+
+class ContextualBias(torch.autograd.Function):
+    """CoPE's bias, (B, nh, T, S): q (B, nh, T, hs) and k (B, nh, S, hs) float32, the layer's table e (P, hs),
+    `seen` (T, S) or (B|1, 1, T, S) bool. Its backward is written out: autograd through the same ops saves
+    more (B, nh, T, S) tensors (an int64 index twice S wide among them) and runs more kernels, 1.6x the
+    time forward and backward on the 2-core CPU (docs/BENCH.md). With L = q e^T (B, nh, T, P) and the
+    differences D_p = L_(p+1) - L_p, D_(P-1) = 0, the interpolation is L[lo] + w D[lo], lo = floor(p),
+    w = p - lo; a position clamped to P - 1 has lo = P - 1, hence D[lo] = 0 and no gradient, which is what
+    clamp's backward would give."""
+
+    @staticmethod
+    def forward(ctx, q, k, table, seen):
+        scale = 1 / math.sqrt(q.size(-1))
+        gates = torch.sigmoid(q @ k.transpose(-2, -1) * scale).masked_fill_(~seen, 0.0)  # (B, nh, T, S)
+        cum = gates.cumsum(-1)  # p_ij = the row's total - (sum over t < j): one pass, no flips
+        pos = torch.sub(cum[..., -1:], cum).add_(gates).clamp_(max=table.size(0) - 1)
+        lo = pos.long()
+        w = pos.frac_()  # p >= 0: frac = p - floor(p)
+        logits = q @ table.t()  # (B, nh, T, P): q_i.e[p] at every integer p
+        d = F.pad(logits.diff(dim=-1), (0, 1)).gather(-1, lo)
+        ctx.save_for_backward(q, k, table, gates, lo, w, d)
+        return torch.addcmul(logits.gather(-1, lo), w, d)
+
+    @staticmethod
+    @once_differentiable  # a first derivative only: double backward raises, it is not silently wrong
+    def backward(ctx, grad):
+        q, k, table, gates, lo, w, d = ctx.saved_tensors
+        scale = 1 / math.sqrt(q.size(-1))
+        # p_j sums the gates t >= j, so a gate's gradient sums the positions' over j <= t
+        d_scores = torch.ops.aten.sigmoid_backward((grad * d).cumsum_(-1), gates)  # 0 where masked (g = 0)
+        shape = (*grad.shape[:-1], table.size(0))
+        d_logits = grad.new_zeros(shape).scatter_add_(-1, lo, grad)
+        d_diff = grad.new_zeros(shape).scatter_add_(-1, lo, grad * w)[..., :-1]
+        d_logits[..., 1:] += d_diff
+        d_logits[..., :-1] -= d_diff
+        d_q = (d_scores @ k).mul_(scale).add_(d_logits @ table)
+        d_k = (d_scores.transpose(-2, -1) @ q).mul_(scale)
+        d_table = d_logits.flatten(0, -2).t() @ q.flatten(0, -2)
+        return d_q, d_k, d_table, None

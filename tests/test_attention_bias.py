@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import model_for, tiny
 
-from attention_bias import CoPE, alibi_slopes, t5_bucket
+from attention_bias import ContextualBias, CoPE, alibi_slopes, t5_bucket
 from positional import LayerContext, Positions
 
 OFFSETS = [(12, 12), (5, 12), (1, 40)]  # (q_len, k_len): a full forward, a chunk, one decoding step far out
@@ -160,6 +160,37 @@ def test_cope_equals_x_transformers(q_len, k_len):
             # ours counts a row's gates as its total minus a forward cumsum (no flips), the reference
             # sums backwards: the same positions up to fp32 cancellation, ~1e-6 per unit of count
             assert_causal_equal(got, ref(q, logits), q_len, k_len, atol=1e-5)
+
+
+@pytest.mark.parametrize("max_pos", [64, 6])  # 6: most positions clamp to the last row
+@pytest.mark.parametrize(("q_len", "k_len"), OFFSETS)
+def test_cope_backward_equals_autograd_of_the_papers_formula(q_len, k_len, max_pos):
+    """ContextualBias writes its backward out; the paper's code (gathers at floor and ceil, backward cumsum)
+    through autograd, in float64, must give the same bias and gradients."""
+    g = torch.Generator().manual_seed(2)
+    q, k = (
+        torch.randn(2, 4, q_len, 8, generator=g).double(),
+        torch.randn(2, 4, k_len, 8, generator=g).double(),
+    )
+    table = torch.randn(max_pos, 8, generator=g).double()
+    future = distances(q_len, k_len) < 0
+    upstream = torch.randn(2, 4, q_len, k_len, generator=g).double()
+
+    def papers(q, k, table):
+        gates = torch.sigmoid(q @ k.transpose(-2, -1) / math.sqrt(8)).masked_fill(future, 0.0)
+        pos = gates.flip(-1).cumsum(-1).flip(-1).clamp(max=max_pos - 1)
+        logits = q @ table.t()
+        floor, ceil = pos.floor().long(), pos.ceil().long()
+        w = pos - pos.floor()
+        return logits.gather(-1, ceil) * w + logits.gather(-1, floor) * (1 - w)
+
+    results = []
+    for fn in (papers, lambda q, k, t: ContextualBias.apply(q, k, t, ~future)):
+        inputs = [t.clone().requires_grad_() for t in (q, k, table)]
+        bias = fn(*inputs)
+        results.append((bias, *torch.autograd.grad(bias, inputs, upstream)))
+    for ref, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
 
 
 def test_cope_starts_as_nope_and_counts_gates():
