@@ -131,6 +131,35 @@ def stick_breaking_loop(z):
     return A
 
 
+@pytest.mark.parametrize(("T", "S", "window"), [(6, 6, None), (3, 7, None), (6, 6, 3)])
+def test_stick_breaking_backward_equals_autograd_of_the_papers_product(T, S, window):
+    """StickBreaking writes its backward out; the product over the seen keys between, through autograd in
+    float64, must give the same weights and gradients (a KV-cache chunk, a window: keys unseen mid-row)."""
+    i, j = torch.arange(S - T, S)[:, None], torch.arange(S)
+    seen = (j <= i) & ((j > i - window) if window else True)
+    z = torch.randn(2, 3, T, S, generator=G).double()
+    upstream = torch.randn(2, 3, T, S, generator=G).double()
+
+    def papers(z):
+        beta = torch.sigmoid(z)
+        rows = []
+        for r in range(T):
+            keys = [c for c in range(S) if seen[r, c] and c < S - T + r]  # the query's own key is out
+            row = [torch.zeros_like(z[..., 0, 0])] * S
+            for c in keys:
+                row[c] = beta[..., r, c] * math.prod([1 - beta[..., r, m] for m in keys if m > c])
+            rows.append(torch.stack(row, -1))
+        return torch.stack(rows, -2)
+
+    results = []
+    for fn in (papers, lambda z: stick_breaking(z.masked_fill(~seen, float("-inf")))):
+        zz = z.clone().requires_grad_()
+        A = fn(zz)
+        results.append((A, *torch.autograd.grad(A, zz, upstream)))
+    for ref, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+
+
 def test_stick_breaking_is_the_papers_product_and_nearer_keys_claim_first():
     z = torch.randn(2, 3, 6, 6, generator=G)
     logits = z.masked_fill(~causal(6, 6), float("-inf"))
