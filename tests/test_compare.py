@@ -331,10 +331,20 @@ def test_submitit_local_launcher_runs_the_grid(grid, tmp_path, monkeypatch):
     pytest.importorskip("submitit")
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     _, argv, results = grid
-    out = compare.main(
-        [*argv, f"--out_dir={tmp_path / 'grid'}", "--launcher=submitit_local", "--threads=1"], progress=False
+    argv = [
+        *argv,
+        f"--out_dir={tmp_path / 'grid'}",
+        "--launcher=submitit_local",
+        "--threads=1",
+        "--n_seeds=1",
+    ]
+    out = compare.main(argv, progress=False)  # one seed: the two runs start at once, as one chunk
+    first_seed = [r for r in results["runs"] if r["seed"] == results["runs"][0]["seed"]]
+    assert (
+        len(first_seed) == 2
+        and numbers(out["runs"]) == numbers(first_seed)
+        and (tmp_path / "grid" / "submitit").is_dir()
     )
-    assert numbers(out) == numbers(results) and (tmp_path / "grid" / "submitit").is_dir()
 
 
 class FakeSlurm:
