@@ -265,7 +265,9 @@ class CoPE(PositionalEncoding):
 
     def layer_bias(self, shared, q, k, ctx: LayerContext):
         with torch.autocast(q.device.type, enabled=False):  # sums of up to S gates: float32
-            return ContextualBias.apply(q.float(), k.float(), self.pos_emb[ctx.layer], ctx.visible)
+            # q and k are views of c_attn's output: copied once here, not in each matmul that reads them
+            q, k = q.float().contiguous(), k.float().contiguous()
+            return ContextualBias.apply(q, k, self.pos_emb[ctx.layer], ctx.visible)
 
 
 class ContextualBias(torch.autograd.Function):
