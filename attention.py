@@ -123,21 +123,21 @@ class StickBreaking(torch.autograd.Function):
     def forward(ctx, logits):
         T, S = logits.shape[-2:]
         own = torch.arange(S, device=logits.device) == torch.arange(S - T, S, device=logits.device)[:, None]
-        keep = torch.isfinite(logits) & ~own  # the keys that break the stick
-        z = logits.masked_fill(~keep, 0.0)
+        idle = own | ~torch.isfinite(logits)  # the keys that do not break the stick
+        z = logits.masked_fill(idle, 0.0)
         log_beta = F.logsigmoid(z)
-        log_rest = (log_beta - z).masked_fill_(~keep, 0.0)  # log(1 - beta) = log sigmoid(-z); 0: no break
+        log_rest = (log_beta - z).masked_fill_(idle, 0.0)  # log(1 - beta) = log sigmoid(-z); 0: no break
         after = log_rest.flip(-1).cumsum(-1).flip(-1).sub_(log_rest)  # the sum over keys l > j
-        weights = log_beta.add_(after).exp_().masked_fill_(~keep, 0.0)
-        ctx.save_for_backward(weights, z, keep)
+        weights = log_beta.add_(after).exp_().masked_fill_(idle, 0.0)
+        ctx.save_for_backward(weights, z, idle)
         return weights
 
     @staticmethod
     @once_differentiable  # a first derivative only: double backward raises, it is not silently wrong
     def backward(ctx, grad):
-        weights, z, keep = ctx.saved_tensors
+        weights, z, idle = ctx.saved_tensors
         g = grad * weights
-        return (g - torch.sigmoid(z).mul_(g.cumsum(-1))).masked_fill_(~keep, 0.0)
+        return (g - torch.sigmoid(z).mul_(g.cumsum(-1))).masked_fill_(idle, 0.0)
 
 
 def weights(q: torch.Tensor, k: torch.Tensor, spec: Spec) -> torch.Tensor:
