@@ -1,5 +1,5 @@
 """Shared test helpers: a small Unicode text, file writing, leftovers, the GPT-2 BPE or a skip, a tiny
-training corpus, a tiny grid and the processes of one."""
+training corpus, a tiny grid and the processes of one, a hand-written backward against autograd."""
 
 import os
 import pydoc_data.topics
@@ -64,6 +64,18 @@ def tiny(pos_enc="rope", **kw) -> ModelConfig:
     """A 2-layer, 4-head, 32-wide config with block_size 16 and vocabulary 65."""
     cfg = dict(vocab_size=65, block_size=16, n_layer=2, n_head=4, n_embd=32, dropout=0.0, pos_enc=pos_enc)
     return ModelConfig(**(cfg | kw))
+
+
+def assert_same_output_and_gradients(expected_fn, fn, inputs, upstream, tol=1e-10) -> None:
+    """fn (a hand-written backward) gives expected_fn's output and, for `upstream`, its gradients with
+    respect to every input (float64 inputs: autograd through a paper's formula is the reference)."""
+    results = []
+    for f in (expected_fn, fn):
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        out = f(*leaves)
+        results.append((out, *torch.autograd.grad(out, leaves, upstream)))
+    for expected, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
 
 
 def model_for(pos_enc, seed=0, **kw) -> GPT:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import model_for, tiny
+from helpers import assert_same_output_and_gradients, model_for, tiny
 
 from attention_bias import ContextualBias, CoPE, alibi_slopes, t5_bucket
 from positional import LayerContext, Positions
@@ -184,13 +184,9 @@ def test_cope_backward_equals_autograd_of_the_papers_formula(q_len, k_len, max_p
         w = pos - pos.floor()
         return logits.gather(-1, ceil) * w + logits.gather(-1, floor) * (1 - w)
 
-    results = []
-    for fn in (papers, lambda q, k, t: ContextualBias.apply(q, k, t, ~future)):
-        inputs = [t.clone().requires_grad_() for t in (q, k, table)]
-        bias = fn(*inputs)
-        results.append((bias, *torch.autograd.grad(bias, inputs, upstream)))
-    for ref, got in zip(*results, strict=True):
-        torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    assert_same_output_and_gradients(
+        papers, lambda q, k, t: ContextualBias.apply(q, k, t, ~future), [q, k, table], upstream
+    )
 
 
 def test_cope_starts_as_nope_and_counts_gates():
